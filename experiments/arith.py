@@ -1,0 +1,248 @@
+"""The embedded default task: multi-operand integer arithmetic with long-CoT traces.
+
+Why this task: it is verifiable by a rule (the reference is an integer), generated locally and
+deterministically from a seed (no dataset hub), and its difficulty is a *known* label, so the
+tagging CLI, the curriculum sampler and the dashboards can be checked against ground truth.
+
+Difficulty is graded by digits x operands x operator mix:
+
+    level = digits + (operands - 2) + (1 if the expression has a minus sign else 0)
+
+so "3+4" is level 1 and "52817-3904+11870" is level 7. Intermediate results never go negative
+(subtrahends are drawn no larger than the running value), so every step is a column operation.
+
+The SFT traces show the cognitive moves the k1.5 report asks of long-CoT data (§2.2 "long-CoT
+supervised fine-tuning": planning, evaluation, reflection, exploration): a plan, column-by-column
+work with carries and borrows, a self-check by the inverse operation, and, in a fraction of
+traces, a caught-and-corrected slip ("Wait, ... Fix: ...").
+
+    python -m experiments.arith --out data/arith --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from prompts.schema import write_jsonl
+
+DOMAIN = "arithmetic"
+MAX_DIGITS = 5
+OPERAND_COUNTS = (2, 3)
+OP_MIXES = ("+", "-", "+-")
+
+
+@dataclass(frozen=True)
+class Problem:
+    operands: tuple[int, ...]
+    ops: tuple[str, ...]  # len(operands) - 1, each "+" or "-"
+    digits: int
+    mix: str
+
+    @property
+    def expression(self) -> str:
+        out = str(self.operands[0])
+        for op, x in zip(self.ops, self.operands[1:]):
+            out += f"{op}{x}"
+        return out
+
+    @property
+    def answer(self) -> int:
+        value = self.operands[0]
+        for op, x in zip(self.ops, self.operands[1:]):
+            value = value + x if op == "+" else value - x
+        return value
+
+    @property
+    def level(self) -> int:
+        return difficulty_level(self.digits, len(self.operands), self.mix)
+
+
+def difficulty_level(digits: int, operands: int, mix: str) -> int:
+    return digits + (operands - 2) + (1 if "-" in mix else 0)
+
+
+MAX_LEVEL = difficulty_level(MAX_DIGITS, max(OPERAND_COUNTS), "+-")
+
+
+def _draw_number(rng: random.Random, digits: int) -> int:
+    low = 0 if digits == 1 else 10 ** (digits - 1)
+    return rng.randint(low, 10**digits - 1)
+
+
+def make_problem(rng: random.Random, digits: int, operands: int, mix: str) -> Problem:
+    """Draw one problem. The first operand has exactly `digits` digits; later ones up to that."""
+    if mix == "+-":
+        ops = [rng.choice("+-") for _ in range(operands - 1)]
+        if "-" not in ops:  # a mixed problem must mix
+            ops[rng.randrange(len(ops))] = "-"
+        if "+" not in ops and operands > 2:
+            ops[0] = "+"
+    else:
+        ops = [mix] * (operands - 1)
+    value = _draw_number(rng, digits)
+    nums = [value]
+    for op in ops:
+        x = _draw_number(rng, rng.randint(max(1, digits - 1), digits))
+        if op == "-":
+            x = min(x, value)
+            value -= x
+        else:
+            value += x
+        nums.append(x)
+    return Problem(tuple(nums), tuple(ops), digits, mix)
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-CoT traces
+# ---------------------------------------------------------------------------------------------
+
+
+def _column_lines(a: int, b: int, op: str, slip: int | None) -> tuple[list[str], int]:
+    """Column-by-column work for a (op) b. If `slip` is a column index, that column is first
+    written with an off-by-one digit, then caught and fixed (the reflection move)."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    n = max(len(da), len(db))
+    lines: list[str] = []
+    carry = 0
+    out_digits: list[str] = []
+    for i in range(n):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        if op == "+":
+            s = x + y + carry
+            digit, new_carry = s % 10, s // 10
+            line = f"d{i + 1}: {x}+{y}+{carry}={s} -> {digit} carry {new_carry}"
+            if slip == i:
+                wrong = s + 1
+                lines.append(f"d{i + 1}: {x}+{y}+{carry}={wrong} -> {wrong % 10} carry {wrong // 10}")
+                lines.append(f"Wait, {x}+{y}+{carry} is {s}, not {wrong}. Fix:")
+        else:
+            s = x - y - carry
+            if s < 0:
+                digit, new_carry = s + 10, 1
+                line = f"d{i + 1}: {x}-{y}-{carry}<0 -> {x + 10}-{y}-{carry}={digit} borrow 1"
+            else:
+                digit, new_carry = s, 0
+                line = f"d{i + 1}: {x}-{y}-{carry}={digit} -> {digit} borrow 0"
+            if slip == i:
+                wrong = (digit + 1) % 10
+                lines.append(line.replace(f"={digit} ", f"={wrong} ", 1).replace(f"-> {digit} ", f"-> {wrong} ", 1))
+                lines.append(f"Wait, that digit should be {digit}, not {wrong}. Fix:")
+        lines.append(line)
+        out_digits.append(str(digit))
+        carry = new_carry
+    if op == "+" and carry:
+        lines.append(f"d{n + 1}: carry {carry} -> {carry}")
+        out_digits.append(str(carry))
+    result = int("".join(reversed(out_digits)))
+    return lines, result
+
+
+def cot_response(p: Problem, rng: random.Random, slip_prob: float = 0.15) -> str:
+    """The assistant message for SFT: <think>plan, work, check</think> then the boxed answer."""
+    steps = len(p.ops)
+    first, rest = p.operands[0], list(zip(p.ops, p.operands[1:]))
+    plan_parts = [f"{first}{rest[0][0]}{rest[0][1]}"] + [f"then {op}{x}" for op, x in rest[1:]]
+    lines = [f"Plan: {steps} step{'s' if steps > 1 else ''}, left to right: " + ", ".join(plan_parts) + "."]
+    slip_step = rng.randrange(steps) if rng.random() < slip_prob else None
+    value = first
+    history = [value]
+    for k, (op, x) in enumerate(rest):
+        lines.append(f"Step {k + 1}: {value}{op}{x}")
+        slip = None
+        if slip_step == k:
+            slip = rng.randrange(max(len(str(value)), len(str(x))))
+        work, value = _column_lines(value, x, op, slip)
+        lines.extend(work)
+        lines.append(f"= {value}")
+        history.append(value)
+    # Self-check by undoing the steps in reverse (inverse operations).
+    checks = []
+    v = value
+    for (op, x), prev in zip(reversed(rest), reversed(history[:-1])):
+        inv = "-" if op == "+" else "+"
+        checks.append(f"{v}{inv}{x}={prev}")
+        v = prev
+    lines.append("Check: " + ", ".join(checks) + ". Correct.")
+    think = "\n".join(lines)
+    return f"<think>\n{think}\n</think>\nThe answer is \\boxed{{{value}}}."
+
+
+def prompt_messages(p: Problem) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Compute {p.expression}"}]
+
+
+def prompt_row(p: Problem, idx: str) -> dict:
+    return {
+        "id": idx,
+        "prompt": prompt_messages(p),
+        "answer": str(p.answer),
+        "difficulty": p.level,
+        "domain": DOMAIN,
+        "verifier": "math",
+        "metadata": {"digits": p.digits, "operands": len(p.operands), "ops": p.mix},
+    }
+
+
+def generate(
+    seed: int, n_sft: int, n_train: int, n_eval: int, slip_prob: float = 0.15
+) -> dict[str, list[dict]]:
+    """Deterministic splits with no expression shared between them.
+
+    `sft` rows carry a `response` (the CoT trace); `train` is the RL prompt set; `eval` is held out
+    and balanced over difficulty levels so per-level pass rates are comparable.
+    """
+    rng = random.Random(seed)
+    combos = [(d, m, mix) for d in range(1, MAX_DIGITS + 1) for m in OPERAND_COUNTS for mix in OP_MIXES]
+    seen: set[str] = set()
+
+    def draw(split: str, n: int) -> list[dict]:
+        rows = []
+        mine: set[str] = set()
+        attempts = 0
+        while len(rows) < n:
+            attempts += 1
+            if attempts > 50 * n + 1000:
+                raise RuntimeError(f"could not draw {n} distinct problems for split {split}")
+            d, m, mix = combos[len(rows) % len(combos)] if split == "eval" else rng.choice(combos)
+            p = make_problem(rng, d, m, mix)
+            # Never share an expression across splits; inside the SFT split repeats are fine
+            # (1-digit sums have only 100 distinct problems).
+            if p.expression in seen or (split != "sft" and p.expression in mine):
+                continue
+            mine.add(p.expression)
+            row = prompt_row(p, f"{split}-{len(rows):06d}")
+            if split == "sft":
+                row["response"] = cot_response(p, rng, slip_prob)
+            rows.append(row)
+        seen.update(mine)
+        return rows
+
+    # Eval first so small levels (1-digit problems are few) are not exhausted by the other splits.
+    out = {"eval": draw("eval", n_eval)}
+    out["train"] = draw("train", n_train)
+    out["sft"] = draw("sft", n_sft)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="data/arith", help="output directory")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-sft", type=int, default=20000)
+    ap.add_argument("--n-train", type=int, default=4000)
+    ap.add_argument("--n-eval", type=int, default=420)
+    ap.add_argument("--slip-prob", type=float, default=0.15, help="share of traces with a caught slip")
+    args = ap.parse_args(argv)
+    splits = generate(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob)
+    out = Path(args.out)
+    for name, rows in splits.items():
+        write_jsonl(out / f"{name}.jsonl", rows)
+        print(f"wrote {len(rows):6d} rows to {out / (name + '.jsonl')}")
+
+
+if __name__ == "__main__":
+    main()

