@@ -1,0 +1,31 @@
+"""Pure mathematical core of the Kimi k1.5 RL objective (arXiv 2501.12599, §2.3.2-§2.3.3).
+
+No model, no process group: the learner computes log-probs and global normalisers and calls these.
+"""
+
+from rl.mirror_descent.length_penalty import (
+    CORRECT_ATOL,
+    is_correct,
+    length_penalty,
+    length_penalty_weight,
+)
+from rl.mirror_descent.logprobs import entropy_from_logits, sequence_logprob_sums
+from rl.mirror_descent.loss import (
+    BASELINES,
+    MirrorDescentLossInputs,
+    MirrorDescentLossOutputs,
+    mirror_descent_loss,
+)
+
+__all__ = [
+    "BASELINES",
+    "CORRECT_ATOL",
+    "MirrorDescentLossInputs",
+    "MirrorDescentLossOutputs",
+    "entropy_from_logits",
+    "is_correct",
+    "length_penalty",
+    "length_penalty_weight",
+    "mirror_descent_loss",
+    "sequence_logprob_sums",
+]
