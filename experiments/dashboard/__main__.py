@@ -1,0 +1,5 @@
+import sys
+
+from experiments.dashboard.cli import main
+
+sys.exit(main())
