@@ -1,0 +1,66 @@
+"""Typed config of the long-CoT SFT warm start (`cot_sft/train.py`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rl.dist import DeepSpeedConfig
+from rollout.engine import EngineConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelSpec(_Strict):
+    """Build the embedded tiny Qwen2 instead of loading a checkpoint (the CPU default)."""
+
+    seed: int = Field(0, description="Init seed")
+    hidden_size: int = Field(256, gt=0, description="Model width")
+    num_layers: int = Field(4, gt=0, description="Decoder layers")
+    intermediate_size: int = Field(1024, gt=0, description="MLP width")
+
+
+class SFTData(_Strict):
+    train_file: str = Field(description="SFT rows: prompt-row fields plus `response` (the assistant CoT)")
+    generate_arith: bool = Field(
+        False, description="Generate the embedded arithmetic task into the data files' directory if missing"
+    )
+    arith_seed: int = Field(0, description="Seed of the generated task")
+    max_seq_len: int = Field(1024, gt=0, description="Longer examples are dropped and counted")
+    max_examples: int | None = Field(None, gt=0, description="Use at most this many rows (after validation)")
+
+
+class SFTTrain(_Strict):
+    max_steps: int = Field(400, gt=0, description="Optimizer steps")
+    tokens_per_step: int = Field(32768, gt=0, description="Tokens per optimizer step (all ranks), packed")
+    tokens_per_microbatch: int = Field(8192, gt=0, description="Token budget per forward pass (all rows)")
+    row_tokens: int = Field(1024, gt=0, description="Packed row length; attention costs O(row_tokens^2) per row")
+    warmup_steps: int = Field(20, ge=0, description="Linear LR warm-up")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay floor as a fraction of peak LR")
+    seed: int = Field(0, description="Data order and init seed")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop early after this many seconds of training")
+
+
+class SFTEval(_Strict):
+    file: str | None = Field(None, description="Held-out prompt rows; None skips evaluation")
+    num_prompts: int = Field(420, gt=0, description="Evaluate on the first N rows")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for pass@1")
+    samples: int = Field(1, ge=1, description="Samples per prompt (pass@1 averages over them)")
+    max_tokens: int = Field(768, gt=0, description="Max response tokens")
+    seed: int = Field(1234, description="Sampling seed")
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(model="<set at run time>", kv_cache_gib=0.5),
+        description="vLLM settings for the eval engine (`model` is set to the trained checkpoint)",
+    )
+
+
+class SFTConfig(_Strict):
+    run_name: str = Field("sft", description="Outputs go to <output_dir>/<run_name>/")
+    output_dir: str = Field("runs", description="Root of run directories")
+    init_checkpoint: str | None = Field(None, description="HF checkpoint to start from")
+    build_tiny: TinyModelSpec | None = Field(None, description="Or build the embedded tiny model")
+    data: SFTData
+    train: SFTTrain = Field(default_factory=SFTTrain)
+    optim: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    eval: SFTEval = Field(default_factory=SFTEval)

@@ -1,0 +1,73 @@
+"""SFT data: validated rows -> token ids with an assistant-only loss mask -> packed steps.
+
+Every row is validated before anything is tokenized, so a bad row stops the run with its file and
+line (nothing is trained on a half-read set). Only assistant tokens are trained (system/user and
+template tokens masked), as in the Kimi-VL report's SFT stage.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from prompts.chat import encode_sft_example
+from prompts.schema import DataError, PromptRow, iter_raw_rows, row_from_dict
+from rl.packing import Sample
+
+
+@dataclass
+class SFTExample:
+    row: PromptRow
+    response: str
+
+
+def load_sft_rows(path: str | Path) -> list[SFTExample]:
+    out = []
+    for where, raw in iter_raw_rows(path):
+        if not isinstance(raw, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        response = raw.get("response")
+        if not isinstance(response, str) or not response.strip():
+            raise DataError(f"{where}: missing or non-string field 'response' (the assistant CoT to train on)")
+        rest = {k: v for k, v in raw.items() if k != "response"}
+        row = row_from_dict(rest, where)
+        for m in row.prompt:
+            if not isinstance(m.content, str) and m.images():
+                raise DataError(f"{where}: image inputs need a vision-language policy; this SFT path is text-only")
+        out.append(SFTExample(row, response))
+    return out
+
+
+def tokenize_examples(tokenizer, examples: list[SFTExample], max_seq_len: int) -> tuple[list[Sample], int]:
+    """Returns (samples, number dropped for exceeding max_seq_len)."""
+    samples, dropped = [], 0
+    for i, ex in enumerate(examples):
+        ids, mask = encode_sft_example(tokenizer, ex.row.chat(), ex.response)
+        if len(ids) > max_seq_len:
+            dropped += 1
+            continue
+        samples.append(Sample(ids, mask, i))
+    return samples, dropped
+
+
+def step_batches(samples: list[Sample], tokens_per_step: int, seed: int):
+    """Endless stream of optimizer-step batches (lists of samples of about `tokens_per_step`
+    tokens), reshuffled every epoch with a seeded RNG. Yields (epoch, batch)."""
+    rng = random.Random(seed)
+    epoch = 0
+    while True:
+        order = list(range(len(samples)))
+        rng.shuffle(order)
+        batch: list[Sample] = []
+        size = 0
+        for i in order:
+            s = samples[i]
+            if batch and size + len(s.ids) > tokens_per_step:
+                yield epoch, batch
+                batch, size = [], 0
+            batch.append(s)
+            size += len(s.ids)
+        if batch:
+            yield epoch, batch
+        epoch += 1

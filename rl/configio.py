@@ -1,0 +1,64 @@
+"""Load a stage's typed config from YAML, with `key.sub=value` overrides from the command line.
+
+Every stage has one pydantic schema with `extra="forbid"`, so a mistyped key stops the run with a
+message naming the file and the key, before anything is built or trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override failed validation; the message names the file and key."""
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+    d[keys[-1]] = value
+
+
+def load_config(model: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Read YAML at `path` (or start empty), apply `a.b=value` overrides (values parsed as YAML),
+    and validate against `model`."""
+    raw: dict[str, Any] = {}
+    where = str(path) if path else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected key=value")
+        key, value = ov.split("=", 1)
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"unknown key '{key}'")
+            else:
+                msgs.append(f"key '{key}': {err['msg']}")
+        raise ConfigError(f"{where}: " + "; ".join(msgs)) from None
+
+
+def dump_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write the fully-resolved config next to a run's outputs (what actually ran)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,108 @@
+"""Distributed plumbing, kept at the edge: process-group init and the DeepSpeed engine.
+
+Everything else in the learners is written for one rank and gets `rank`/`world_size` from here.
+On a CPU box DeepSpeed falls back to its CPU accelerator and we use gloo; on GPUs, NCCL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DeepSpeedConfig(BaseModel):
+    """The subset of DeepSpeed settings a user of this toolkit changes."""
+
+    model_config = ConfigDict(extra="forbid")
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage (0: plain data parallel)")
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bf16 compute with fp32 master weights; auto = on where the hardware has fast bf16"
+    )
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def bf16_supported() -> bool:
+    """bf16 is fast on GPUs from Ampere on and on CPUs with AMX/AVX512-BF16 (ENVIRONMENT.md:
+    ~7x fp32 on this box); elsewhere we keep fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(rank: int | None = None, world_size: int | None = None, master: str | None = None) -> DistInfo:
+    """Join (or create) the torch process group. Single process needs no launcher: we default to
+    rank 0 of 1 on a free loopback port. Ray-launched learner ranks pass rank/world/master."""
+    import deepspeed
+
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if master:
+        host, port = master.rsplit(":", 1)
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = host, port
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0 if not torch.cuda.is_available() else rank % torch.cuda.device_count()))
+    os.environ["LOCAL_RANK"] = str(local_rank)
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", auto_mpi_discovery=False)
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    return DistInfo(rank, world_size, local_rank, device)
+
+
+def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None) -> tuple[Any, bool]:
+    """Wrap `model` in a DeepSpeed engine with AdamW and an optional LR-multiplier schedule.
+
+    Gradient accumulation is unmanaged (`managed_gradient_accumulation: false`): the learner calls
+    `backward` once per packed micro-batch (their number varies with the token budget) and
+    `step` once per optimizer step. Losses are pre-normalised by global token/group counts, so we
+    pass `scale_wrt_gas=False` at backward. Returns (engine, bf16_enabled).
+    """
+    import deepspeed
+
+    use_bf16 = bf16_supported() if cfg.bf16 == "auto" else bool(cfg.bf16)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda) if lr_lambda else None
+    ds_config = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": use_bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+    )
+    return engine, use_bf16

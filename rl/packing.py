@@ -1,0 +1,126 @@
+"""Sequence packing by token budget, shared by the SFT and RL learners.
+
+Several samples are laid end to end in one row (batch size 1) and `position_ids` restart at 0 at
+each sample start. With `attention_mask=None`, transformers detects the restarts and builds a
+block-diagonal causal mask (`masking_utils.find_packed_sequence_indices`), so no token attends
+across samples; tests/test_packing.py checks this numerically.
+
+Rows are `row_tokens` long (about the longest sample) and several rows are stacked per forward
+pass: attention under the block-diagonal mask still costs O(row_tokens^2) per row, so one very
+long row would spend most of its FLOPs on masked-out pairs (measured: 8k-token rows ran SFT at
+~640 tok/s on this CPU; see BENCHMARKS.md for the row-packed number).
+
+Targets are aligned to logits: `targets_T[t]` is the token predicted at position t (that is,
+token t+1 of the same sample) or -100 where nothing is trained, and `seq_T[t]` says which sample
+that target belongs to (-1 for none) so per-sequence log-prob sums are one `index_add_`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100
+
+
+@dataclass
+class Sample:
+    """One sequence: all token ids, and a mask that is True where the token is a training target
+    (assistant/response tokens). `index` is the caller's id for the sample (e.g. rollout index)."""
+
+    ids: list[int]
+    target_mask: list[bool]
+    index: int
+
+
+@dataclass
+class PackedBatch:
+    input_ids: torch.Tensor  # [R, L] long (R rows of L tokens; padding is its own segment)
+    position_ids: torch.Tensor  # [R, L] long, restarting at each sample
+    targets: torch.Tensor  # [R*L] long, IGNORE where untrained
+    seq: torch.Tensor  # [R*L] long, sample slot in `indices` for each target, -1 for none
+    indices: list[int]  # Sample.index of each slot
+    real_tokens: int = 0  # tokens that are not padding
+
+    @property
+    def num_tokens(self) -> int:
+        return self.real_tokens
+
+    @property
+    def num_targets(self) -> int:
+        return int((self.targets != IGNORE).sum())
+
+
+def plan_bins(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """First-fit-decreasing assignment of sample positions to bins of at most `max_tokens`.
+    A sample longer than the budget is an error (callers drop over-long samples first)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        if lengths[i] > max_tokens:
+            raise ValueError(f"sample {i} has {lengths[i]} tokens, more than the budget {max_tokens}")
+        for b, r in enumerate(room):
+            if lengths[i] <= r:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(max_tokens - lengths[i])
+    return [sorted(b) for b in bins]
+
+
+def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
+    """Pack samples into rows (each inner list is one row), right-padded to the longest row.
+    Padding gets positions 0.. of its own, so it forms a separate segment nothing attends into."""
+    width = max(sum(len(s.ids) for s in row) for row in rows)
+    ids: list[int] = []
+    pos: list[int] = []
+    targets: list[int] = []
+    seq: list[int] = []
+    indices: list[int] = []
+    real = 0
+    for row in rows:
+        used = 0
+        for s in row:
+            if len(s.ids) != len(s.target_mask):
+                raise ValueError(f"sample {s.index}: ids and target_mask differ in length")
+            slot = len(indices)
+            indices.append(s.index)
+            n = len(s.ids)
+            ids.extend(s.ids)
+            pos.extend(range(n))
+            for t in range(n):
+                trained = t + 1 < n and s.target_mask[t + 1]
+                targets.append(s.ids[t + 1] if trained else IGNORE)
+                seq.append(slot if trained else -1)
+            used += n
+        real += used
+        pad = width - used
+        ids.extend([pad_id] * pad)
+        pos.extend(range(pad))
+        targets.extend([IGNORE] * pad)
+        seq.extend([-1] * pad)
+    return PackedBatch(
+        input_ids=torch.tensor(ids, dtype=torch.long).view(len(rows), width),
+        position_ids=torch.tensor(pos, dtype=torch.long).view(len(rows), width),
+        targets=torch.tensor(targets, dtype=torch.long),
+        seq=torch.tensor(seq, dtype=torch.long),
+        indices=indices,
+        real_tokens=real,
+    )
+
+
+def pack_by_budget(samples: list[Sample], max_tokens: int, row_tokens: int | None = None) -> list[PackedBatch]:
+    """Micro-batches of about `max_tokens` tokens each, made of rows of at most `row_tokens`
+    tokens (default: one row per micro-batch). Groups of rows are contiguous in bin order."""
+    row_tokens = row_tokens or max_tokens
+    if row_tokens > max_tokens:
+        raise ValueError(f"row_tokens {row_tokens} > max_tokens {max_tokens}")
+    bins = plan_bins([len(s.ids) for s in samples], row_tokens)
+    per_mb = max(1, max_tokens // row_tokens)
+    return [
+        pack([[samples[i] for i in b] for b in bins[j : j + per_mb]]) for j in range(0, len(bins), per_mb)
+    ]
