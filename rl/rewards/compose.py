@@ -1,0 +1,18 @@
+"""Reward composition: correctness plus an optional, config-weighted format term."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rl.rewards.base import VerifyResult
+from rl.rewards.config import RewardConfig
+
+
+def compose_reward(result: VerifyResult, cfg: RewardConfig) -> float:
+    """correct_weight * score + format_weight * format_ok (no length term: that is the loop's)."""
+    fmt = 1.0 if result.metrics.get("format_ok") else 0.0
+    return cfg.correct_weight * result.score + cfg.format_weight * fmt
+
+
+def compose_rewards(results: Sequence[VerifyResult], cfg: RewardConfig) -> list[float]:
+    return [compose_reward(r, cfg) for r in results]

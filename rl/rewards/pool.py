@@ -1,0 +1,205 @@
+"""`VerifierPool`: rule-based verification in worker processes that can be killed.
+
+Why not `concurrent.futures.ProcessPoolExecutor`: it cannot kill one hung worker (a sympy call
+stuck in C on 10^{10^{10^{10}}} ignores signals and exceptions), and a worker that dies breaks the
+whole executor. `pebble` could, but the logic we need is small enough to own: one pipe per
+worker, at most one item in flight per worker, `multiprocessing.connection.wait` on the pipes
+and process sentinels until the earliest deadline, and on a missed deadline SIGKILL + a fresh
+worker. Results go back in input order; a timeout or crash costs that item (score 0, reason
+`timeout` / `worker_crashed`), never the batch.
+
+Workers start with "forkserver" by default: forking from a clean server that has already
+imported sympy and math-verify makes a replacement worker ready in tens of milliseconds, and
+unlike plain fork it is safe in a parent that runs threads (Ray, vLLM). The deadline of an item
+starts when it is handed to a worker that has reported ready, so start-up never eats into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Sequence
+
+from rl.rewards.base import Reason, VerifyItem, VerifyResult
+
+log = logging.getLogger(__name__)
+_PRELOAD = ["rl.rewards.registry", "math_verify", "latex2sympy2_extended.latex2sympy2"]
+
+
+def _worker_main(conn: Connection, max_memory_mb: int | None) -> None:
+    """Worker loop: receive (index, item), send (index, result); None means exit."""
+    if max_memory_mb:
+        import resource
+
+        # A runaway expansion raises MemoryError here instead of paging the whole machine.
+        cap = max_memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    # The pool owns timeouts, so math-verify's "timeout disabled" warning is noise here.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    from rl.rewards.registry import run_rule_based
+
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        index, item = msg
+        t0 = time.perf_counter()
+        try:
+            res = run_rule_based(item)
+        except (Exception, RecursionError, MemoryError) as e:  # one bad item, not a dead worker
+            res = VerifyResult(0.0, Reason.ERROR, {"error": type(e).__name__})
+        res.metrics["elapsed_s"] = round(time.perf_counter() - t0, 6)
+        conn.send((index, res))
+
+
+@dataclass
+class _Worker:
+    proc: Any  # multiprocessing BaseProcess
+    conn: Connection
+    ready: bool = False
+    started: float = 0.0
+    task: tuple[int, float, float] | None = None  # (item index, deadline, dispatch time)
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """Finalizer (also run at interpreter exit): ask politely, then kill what is left."""
+    for w in workers:
+        try:
+            w.conn.send(None)
+        except (OSError, ValueError):
+            pass
+    end = time.monotonic() + 1.0
+    for w in workers:
+        w.proc.join(max(0.0, end - time.monotonic()))
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(1.0)
+        w.conn.close()
+    workers.clear()
+
+
+class VerifierPool:
+    """A long-lived pool of killable verifier workers. Use as a context manager or call close().
+
+    num_workers: parallel items (size it to the cores you can spare from rollouts).
+    timeout_s: default per-item deadline; `map(items, timeout_s=...)` overrides it per call.
+    max_memory_mb: address-space cap per worker (None: no cap).
+    """
+
+    def __init__(
+        self,
+        num_workers: int = 2,
+        timeout_s: float = 5.0,
+        *,
+        max_memory_mb: int | None = 4096,
+        start_method: str = "forkserver",
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        if num_workers < 1 or timeout_s <= 0:
+            raise ValueError("num_workers must be >= 1 and timeout_s > 0")
+        self.num_workers, self.timeout_s, self.max_memory_mb = num_workers, timeout_s, max_memory_mb
+        self.startup_timeout_s = startup_timeout_s
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            self._ctx.set_forkserver_preload(_PRELOAD)  # only takes effect if no server runs yet
+        self.stats = {"timeouts": 0, "crashes": 0, "restarts": 0}
+        self._workers: list[_Worker] = []
+        self._finalizer = weakref.finalize(self, _stop, self._workers)
+        for _ in range(num_workers):
+            self._workers.append(self._spawn())
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> VerifierPool:
+        """From a `VerifierConfig` (config.py)."""
+        return cls(cfg.num_workers, cfg.timeout_s, max_memory_mb=cfg.max_memory_mb, start_method=cfg.start_method)
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.max_memory_mb), daemon=True)
+        proc.start()
+        child.close()
+        return _Worker(proc, parent, started=time.monotonic())
+
+    def _replace(self, w: _Worker) -> None:
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(1.0)
+        w.conn.close()
+        self._workers[self._workers.index(w)] = self._spawn()
+        self.stats["restarts"] += 1
+
+    def map(self, items: Sequence[VerifyItem], timeout_s: float | None = None) -> list[VerifyResult]:
+        """Score every item; results in input order. Each item gets `timeout_s` once dispatched."""
+        if not self._workers:
+            raise RuntimeError("VerifierPool is closed")
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        results: list[VerifyResult | None] = [None] * len(items)
+        queue = deque(range(len(items)))
+        while queue or any(w.task for w in self._workers):
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.ready and w.task is None and queue:
+                    i = queue.popleft()
+                    try:
+                        w.conn.send((i, items[i]))
+                        w.task = (i, now + limit, now)
+                    except (OSError, ValueError):  # died while idle: not this item's fault
+                        queue.appendleft(i)
+                        self._replace(w)
+                elif not w.ready and now - w.started > self.startup_timeout_s:
+                    raise RuntimeError(f"verifier worker did not start within {self.startup_timeout_s}s")
+            waiting = [w for w in self._workers if w.task or not w.ready]
+            deadlines = [w.task[1] for w in waiting if w.task]
+            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.05
+            ready = wait([w.conn for w in waiting] + [w.proc.sentinel for w in waiting], wait_s)
+            for w in list(waiting):
+                if w.conn in ready or w.proc.sentinel in ready:
+                    self._receive(w, results)
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.task and now >= w.task[1]:
+                    i, _, t0 = w.task
+                    results[i] = VerifyResult(0.0, Reason.TIMEOUT, {"timeout": True, "elapsed_s": now - t0})
+                    self.stats["timeouts"] += 1
+                    self._replace(w)
+        return results  # type: ignore[return-value]
+
+    def _receive(self, w: _Worker, results: list[VerifyResult | None]) -> None:
+        try:
+            if not w.conn.poll():
+                raise EOFError  # only the sentinel fired: the process is gone
+            msg = w.conn.recv()
+        except (EOFError, OSError):
+            if w.task:
+                i, _, t0 = w.task
+                code = w.proc.exitcode if not w.proc.is_alive() else None
+                metrics = {"exitcode": code, "elapsed_s": time.monotonic() - t0}
+                results[i] = VerifyResult(0.0, Reason.WORKER_CRASHED, metrics)
+                self.stats["crashes"] += 1
+            self._replace(w)
+            return
+        if msg[0] == "ready":
+            w.ready = True
+        else:
+            index, res = msg
+            results[index] = res
+            w.task = None
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
