@@ -18,6 +18,7 @@ milliseconds; the worker pool's deadline is the backstop, not the plan.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -106,10 +107,13 @@ def find_boxes(text: str) -> list[tuple[int, int, str]]:
         scanned_to = i
         if depth == 0:
             boxes.append((m.start(), i, text[m.end() : i - 1]))
+    starts = [b[0] for b in boxes]  # sorted, non-overlapping: bisect keeps this linear-log
+    spaced = []
     for m in _BOX_SPACE_RE.finditer(text):
-        if not any(s <= m.start() < e for s, e, _ in boxes):
-            boxes.append((m.start(), m.end(), m.group(1)))
-    return sorted(boxes)
+        k = bisect.bisect_right(starts, m.start()) - 1
+        if k < 0 or m.start() >= boxes[k][1]:
+            spaced.append((m.start(), m.end(), m.group(1)))
+    return sorted(boxes + spaced)
 
 
 def final_box_group(text: str, boxes: list[tuple[int, int, str]]) -> tuple[list[str], bool]:

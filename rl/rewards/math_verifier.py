@@ -23,6 +23,7 @@ from rl.rewards.extract import clean_text, extract_answer
 _UNICODE = {"−": "-", "×": "\\times ", "÷": "\\div ", "π": "\\pi ", "°": "^\\circ", "√": "\\sqrt ", "∞": "\\infty "}
 _THOUSANDS_RE = re.compile(r"(?<![\d.])\d{1,3}(?:(?:\{,\}|,\\!\s*|,)\d{3})+(?![\d])")
 _SCI_RE = re.compile(r"(?<![\w\\.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
+_MIXED_RE = re.compile(r"(?<![\d.}^_{a-zA-Z])(\d+)\s*\\[dt]?frac\s*\{(\d+)\}\s*\{(\d+)\}")
 _PLAIN_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _TEXTUAL_RE = re.compile(r"\(?[A-Za-z][A-Za-z\s']*\)?")
@@ -39,6 +40,9 @@ def normalize(s: str) -> str:
     s = re.sub(r",\\!\s*", ",", s)  # 11,\!111 is a thousands separator; other spacing is noise
     s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad\b", " ", s).strip()
     s = re.sub(r"(?<!\\)%", r"\\%", s)  # a bare % starts a LaTeX comment
+    # A whole number written against a fraction is a mixed number (MATH writes 15\\frac{39}{40}
+    # for 639/40); latex2sympy would read it as the product 15 * 39/40.
+    s = _MIXED_RE.sub(r"(\1+\\frac{\2}{\3})", s)
     return _SCI_RE.sub(r"\1\\times 10^{\2}", s)
 
 
@@ -151,7 +155,7 @@ class MathVerifier(Verifier):
             pred = parts[0] if len(parts) == 1 else _wrap_like(ref, ", ".join(parts))
         else:
             parts = [drop_thousands(p) for p in parts]
-            if ex.hedged or _is_hedge(parts) or _is_hedge(top_level_parts(parts[-1])):
+            if _is_hedge(parts) or _is_hedge(top_level_parts(parts[-1])):
                 return VerifyResult(0.0, Reason.MULTIPLE_ANSWERS, m)
             pred = parts[-1]
         if textual:

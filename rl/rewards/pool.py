@@ -182,8 +182,8 @@ class VerifierPool:
         except (EOFError, OSError):
             if w.task:
                 i, _, t0 = w.task
-                code = w.proc.exitcode if not w.proc.is_alive() else None
-                metrics = {"exitcode": code, "elapsed_s": time.monotonic() - t0}
+                w.proc.join(1.0)  # reap it, so the exit code (e.g. -9 for SIGKILL) is known
+                metrics = {"exitcode": w.proc.exitcode, "elapsed_s": time.monotonic() - t0}
                 results[i] = VerifyResult(0.0, Reason.WORKER_CRASHED, metrics)
                 self.stats["crashes"] += 1
             self._replace(w)
@@ -194,6 +194,10 @@ class VerifierPool:
             index, res = msg
             results[index] = res
             w.task = None
+
+    def worker_pids(self) -> list[int]:
+        """Current worker process ids (they change as workers are replaced)."""
+        return [w.proc.pid for w in self._workers]
 
     def close(self) -> None:
         self._finalizer()
