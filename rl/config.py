@@ -1,0 +1,111 @@
+"""Typed config of the RL stage (`rl/train.py`). Every field documented; unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rl.dist import DeepSpeedConfig
+from rl.sampling import SamplerConfig, UniformSamplerConfig
+from rollout.engine import EngineConfig, SamplingConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    train_file: str = Field(description="RL prompt rows (see prompts/schema.py)")
+    eval_file: str | None = Field(None, description="Held-out prompt rows for pass@1 / pass@k")
+    max_prompt_tokens: int = Field(256, gt=0, description="Longer prompts are skipped and counted")
+
+
+class RolloutConfig(_Strict):
+    num_engines: int = Field(1, ge=1, description="vLLM engine actors; prompts are sharded across them")
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(model="<policy>"),
+        description="Engine settings; `model` is replaced by the policy checkpoint",
+    )
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="k samples per prompt, T=1.0")
+    actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per engine actor")
+    actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per engine actor (GPU clusters: 1)")
+    timeout_s: float = Field(1800, gt=0, description="Upper bound on one rollout call (a hung engine fails the run)")
+
+
+class LearnerConfig(_Strict):
+    num_ranks: int = Field(1, ge=1, description="Data-parallel learner ranks (Ray actors)")
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="ZeRO stage, bf16, AdamW")
+    minibatches_per_iteration: int = Field(
+        2, ge=1, description="Optimizer steps per iteration over disjoint mini-batches of groups"
+    )
+    reset_optimizer_each_iteration: bool = Field(
+        True, description="Clear AdamW state at each iteration start (k1.5: a fresh mirror-descent subproblem)"
+    )
+    tokens_per_microbatch: int = Field(8192, gt=0, description="Token budget per forward pass")
+    row_tokens: int = Field(1024, gt=0, description="Packed row length (>= longest prompt+response)")
+    actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per learner rank")
+    actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per learner rank (GPU clusters: 1)")
+    threads: int | None = Field(None, gt=0, description="CPU: torch threads per rank (None: all cores)")
+    timeout_s: float = Field(1800, gt=0, description="Upper bound on one learner call")
+
+
+class ObjectiveConfig(_Strict):
+    tau: float = Field(0.1, gt=0, description="KL weight tau of online mirror descent (k1.5 §2.3.2)")
+    baseline: Literal["mean", "logsumexp"] = Field("mean", description="b: mean reward, or tau*log mean exp(r/tau)")
+    ref_logprobs: Literal["learner", "engine"] = Field(
+        "learner", description="pi_theta_i log-probs: recomputed by the learner (exact) or vLLM's sampled ones"
+    )
+    length_penalty_weight: float = Field(0.0, ge=0, description="Weight of the k1.5 §2.3.3 length reward")
+    length_penalty_warmup: int = Field(0, ge=0, description="Iterations with the length reward off")
+
+
+class RewardConfig(_Strict):
+    num_workers: int = Field(2, ge=1, description="Verifier worker processes")
+    timeout_s: float = Field(5.0, gt=0, description="Per-item verifier deadline (then score 0, reason timeout)")
+    format_weight: float = Field(0.0, ge=0, description="Weight of the format reward (well-formed think + box)")
+
+
+class EvalConfig(_Strict):
+    every: int = Field(10, ge=0, description="Evaluate every N iterations (0: only at start and end)")
+    num_prompts: int = Field(420, gt=0, description="First N rows of data.eval_file")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for pass@1")
+    samples: int = Field(1, ge=1, description="Samples per prompt: pass@1 averages them, pass@k uses all")
+    max_tokens: int = Field(768, gt=0, description="Max response tokens")
+    seed: int = Field(1234, description="Sampling seed (the same prompts and seeds every evaluation)")
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(
+        None, description="Cluster to join; None: the job's cluster under `ray job submit`, else a local one"
+    )
+    num_cpus: int | None = Field(None, description="CPUs of a locally started cluster")
+
+
+class RLConfig(_Strict):
+    run_name: str = Field("rl", description="Outputs go to <output_dir>/<run_name>/")
+    output_dir: str = Field("runs", description="Root of run directories")
+    policy: str = Field(description="HF checkpoint of the SFT warm start (pi_theta_0)")
+    seed: int = Field(0, description="Seed of sampling, prompt choice and the learner")
+    iterations: int = Field(40, gt=0, description="RL iterations (rollout -> update -> sync)")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop after this many seconds (then final eval)")
+    prompts_per_iteration: int = Field(32, gt=0, description="Prompt groups per iteration")
+    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N iterations (0: only at the end)")
+    samples_to_log: int = Field(4, ge=0, description="Rollouts per iteration written to samples.jsonl")
+    tensorboard: bool = Field(True, description="Also write scalars to <run>/tensorboard")
+    data: DataConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    sampler: SamplerConfig = Field(default_factory=UniformSamplerConfig, description="Prompt sampler (rl.sampling)")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RLConfig":
+        if self.rollout.sampling.n < 2:
+            raise ValueError("rollout.sampling.n must be >= 2: the baseline needs several samples per prompt")
+        if self.learner.minibatches_per_iteration > self.prompts_per_iteration:
+            raise ValueError("learner.minibatches_per_iteration cannot exceed prompts_per_iteration")
+        return self

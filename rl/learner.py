@@ -1,0 +1,241 @@
+"""The RL learner: one data-parallel rank of a DeepSpeed engine, run as a Ray actor.
+
+Per iteration (k1.5 §2.3.2, online policy mirror descent):
+  1. the driver hands each rank whole prompt groups (its share of every mini-batch);
+  2. the rank computes log pi_theta_i of every response *before the first update*: for mini-batch
+     0 this is the detached value of the training forward itself (the policy has not moved yet,
+     so no extra pass), for later mini-batches a no-grad pass at iteration start;
+  3. for each mini-batch: packed forward with grad -> per-sequence log-prob sums -> the pure loss
+     (`rl.mirror_descent`) normalised by the global group count -> backward; one optimizer step;
+  4. optimizer state is reset at the start of each iteration by default (each iteration is a new
+     mirror-descent subproblem around pi_theta_i).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
+from rl.mirror_descent import MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
+from rl.modeling import load_policy, load_tokenizer, packed_token_logprobs, save_hf
+from rl.packing import PackedBatch, Sample, pack_by_budget
+
+
+@dataclass
+class Episode:
+    """One scored response, as the learner needs it (the driver keeps the text and reasons)."""
+
+    group: int  # global prompt-group id within the iteration
+    prompt_ids: list[int]
+    response_ids: list[int]
+    reward: float  # verifier score + weighted length reward
+    sample_logprob_sum: float  # vLLM's sum of sampled-token log-probs (pi_theta_i per the engine)
+
+
+def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
+    """Contiguous, near-equal split of group ids into m mini-batches."""
+    bounds = [round(i * len(groups) / m) for i in range(m + 1)]
+    return [groups[bounds[i] : bounds[i + 1]] for i in range(m)]
+
+
+def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int) -> list[PackedBatch]:
+    """Micro-batches that never split a prompt group (the loss's baseline is per group).
+    A group larger than the budget becomes a micro-batch of its own."""
+    by_group: dict[int, list[int]] = {}
+    for i, e in enumerate(episodes):
+        by_group.setdefault(e.group, []).append(i)
+    batches, current, size = [], [], 0
+    for idxs in by_group.values():
+        g_tokens = sum(len(episodes[i].prompt_ids) + len(episodes[i].response_ids) for i in idxs)
+        if current and size + g_tokens > max_tokens:
+            batches.append(current)
+            current, size = [], 0
+        current.extend(idxs)
+        size += g_tokens
+    if current:
+        batches.append(current)
+    out = []
+    for idxs in batches:
+        samples = [
+            Sample(episodes[i].prompt_ids + episodes[i].response_ids,
+                   [False] * len(episodes[i].prompt_ids) + [True] * len(episodes[i].response_ids), i)
+            for i in idxs
+        ]
+        budget = max(max_tokens, sum(len(s.ids) for s in samples))
+        out.extend(pack_by_budget(samples, budget, row_tokens))
+    return out
+
+
+def reset_optimizer_state(engine) -> None:
+    """Clear AdamW moments and step counts: DeepSpeed wraps the torch optimizer (ZeRO / bf16
+    wrappers expose it as `.optimizer`), and `state` is the torch optimizer's public state."""
+    opt = engine.optimizer
+    while hasattr(opt, "optimizer") and not isinstance(opt, torch.optim.Optimizer):
+        opt = opt.optimizer
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"cannot find the torch optimizer inside {type(engine.optimizer).__name__}")
+    opt.state.clear()
+
+
+class Learner:
+    """One learner rank. Create `num_ranks` of these as Ray actors and call them in lockstep."""
+
+    def __init__(self, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+
+    def address(self, loopback: bool) -> str:
+        """host:port for the process group's rendezvous on this rank's node (loopback when every
+        rank is on one node, so nothing listens beyond 127.0.0.1)."""
+        import ray
+
+        from rl.dist import free_port
+
+        host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
+        return f"{host}:{free_port()}"
+
+    def setup(self, policy: str, ds: DeepSpeedConfig | dict, rank: int, world_size: int, master: str,
+              tokens_per_microbatch: int, row_tokens: int, seed: int) -> int:
+        self.dist = init_distributed(rank, world_size, master)
+        torch.manual_seed(seed)
+        ds = ds if isinstance(ds, DeepSpeedConfig) else DeepSpeedConfig.model_validate(ds)
+        self.tokenizer = load_tokenizer(policy)
+        self.engine, self.bf16 = build_deepspeed(load_policy(policy), ds)
+        self.tokens_per_microbatch = tokens_per_microbatch
+        self.row_tokens = row_tokens
+        return rank
+
+    # -- log-probs ------------------------------------------------------------------------
+
+    def _sequence_logps(self, mb: PackedBatch, with_entropy: bool = False):
+        logp_T, ent_T = packed_token_logprobs(self.engine, mb, with_entropy=with_entropy)
+        seq_logp = sequence_logprob_sums(logp_T, mb.seq, len(mb.indices), response_mask_T=mb.seq >= 0)
+        return seq_logp, ent_T
+
+    @torch.no_grad()
+    def sequence_logprobs(self, episodes: list[Episode]) -> list[float]:
+        """log pi(y|x) of each episode under the current weights (no grad)."""
+        out = [0.0] * len(episodes)
+        for mb in pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens):
+            seq_logp, _ = self._sequence_logps(mb)
+            for slot, idx in enumerate(mb.indices):
+                out[idx] = float(seq_logp[slot])
+        return out
+
+    @torch.no_grad()
+    def token_logprobs(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
+        """Per-token log-probs after each prompt (to compare with vLLM's for a sync check)."""
+        samples = [Sample(s, [j >= p for j in range(len(s))], i) for i, (s, p) in enumerate(zip(sequences, prompt_lens))]
+        out: list[list[float]] = [[] for _ in sequences]
+        for mb in pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens):
+            logp_T, _ = packed_token_logprobs(self.engine, mb)
+            for slot, idx in enumerate(mb.indices):
+                out[idx] = logp_T[mb.seq == slot].tolist()
+        return out
+
+    # -- one iteration ---------------------------------------------------------------------
+
+    def train_iteration(self, minibatches: list[list[Episode]], num_groups: list[int], tau: float,
+                        baseline: str, ref_from_engine: bool, reset_optimizer: bool) -> dict:
+        """`minibatches[m]`: this rank's episodes of mini-batch m; `num_groups[m]`: groups in
+        mini-batch m over all ranks (the global normaliser). Returns metrics summed/averaged over
+        this rank (the driver combines ranks)."""
+        t0 = time.perf_counter()
+        if reset_optimizer:
+            reset_optimizer_state(self.engine)
+        # pi_theta_i log-probs of mini-batches 1.. before any update (mini-batch 0 reuses its own
+        # first forward, which runs before the first update).
+        ref: list[list[float] | None] = [None] * len(minibatches)
+        for m, eps in enumerate(minibatches):
+            if ref_from_engine:
+                ref[m] = [e.sample_logprob_sum for e in eps]
+            elif m > 0 and eps:
+                ref[m] = self.sequence_logprobs(eps)
+        stats = {"loss": 0.0, "kl_k1": 0.0, "kl_k3": 0.0, "entropy_sum": 0.0, "entropy_tokens": 0,
+                 "tokens": 0, "steps": 0, "skipped_steps": 0, "grad_norm": 0.0, "engine_ref_abs_diff": 0.0,
+                 "engine_ref_seqs": 0, "sequences": 0}
+        world = self.dist.world_size
+        for m, eps in enumerate(minibatches):
+            rewards_ok = all(math.isfinite(e.reward) for e in eps)
+            bad = torch.tensor(0.0 if rewards_ok else 1.0)
+            if world > 1:
+                torch.distributed.all_reduce(bad)
+            if bad.item() > 0:  # skip the whole step on every rank: weights stay as they are
+                stats["skipped_steps"] += 1
+                continue
+            nonfinite = False
+            for mb in pack_groups(eps, self.tokens_per_microbatch, self.row_tokens) if eps else []:
+                seq_logp, ent_T = self._sequence_logps(mb, with_entropy=True)
+                batch_eps = [eps[i] for i in mb.indices]
+                if ref[m] is None:
+                    ref_logp = seq_logp.detach()
+                    engine_lp = torch.tensor([e.sample_logprob_sum for e in batch_eps])
+                    stats["engine_ref_abs_diff"] += float((engine_lp - ref_logp).abs().sum())
+                    stats["engine_ref_seqs"] += len(batch_eps)
+                else:
+                    ref_logp = torch.tensor([ref[m][i] for i in mb.indices], dtype=torch.float32)
+                out = mirror_descent_loss(
+                    MirrorDescentLossInputs(
+                        logp_N=seq_logp,
+                        ref_logp_N=ref_logp.to(seq_logp.dtype),
+                        rewards_N=torch.tensor([e.reward for e in batch_eps], dtype=seq_logp.dtype),
+                        group_ids_N=torch.tensor([e.group for e in batch_eps]),
+                    ),
+                    tau=tau, num_groups_total=num_groups[m], baseline=baseline,
+                )
+                if not torch.isfinite(out.loss):
+                    nonfinite = True
+                    break
+                # DeepSpeed averages gradients over ranks; the loss is already a global-sum share.
+                self.engine.backward(out.loss * world, scale_wrt_gas=False)
+                n = len(batch_eps)
+                stats["loss"] += float(out.loss)
+                stats["kl_k1"] += float(out.metrics["kl_k1"]) * n
+                stats["kl_k3"] += float(out.metrics["kl_k3"]) * n
+                stats["sequences"] += n
+                stats["entropy_sum"] += float(ent_T.sum())
+                stats["entropy_tokens"] += int((mb.seq >= 0).sum())
+                stats["tokens"] += mb.num_tokens
+            flag = torch.tensor(1.0 if nonfinite else 0.0)
+            if world > 1:
+                torch.distributed.all_reduce(flag)
+            if flag.item() > 0:
+                # Drop this step's gradients and keep the weights (logged by the driver).
+                self.engine.zero_grad()
+                stats["skipped_steps"] += 1
+                continue
+            self.engine.step()
+            gn = self.engine.get_global_grad_norm()
+            stats["grad_norm"] += float(gn) if gn is not None else 0.0
+            stats["steps"] += 1
+        stats["seconds"] = time.perf_counter() - t0
+        return stats
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def export_weights(self, bucket_mb: int = 256, dtype: str = "bfloat16") -> list:
+        """The policy's weights as byte buckets for `VLLMEngine.load_weights` (rank 0 calls this).
+        ZeRO-3 shards parameters; gather them first (not needed at stages 0-2)."""
+        from rollout.weight_sync import pack_buckets
+
+        return pack_buckets(self.engine.module.state_dict().items(), bucket_mb << 20, getattr(torch, dtype))
+
+    def state_fingerprint(self) -> list[float]:
+        """A few parameter sums, to compare weights across ranks/runs in tests."""
+        return [float(p.detach().float().sum()) for p in self.engine.module.parameters()]
+
+    def save(self, out_dir: str, save_deepspeed: bool = True) -> str:
+        """HF checkpoint (rank 0) + DeepSpeed state (all ranks) under out_dir."""
+        if save_deepspeed:
+            self.engine.save_checkpoint(f"{out_dir}/deepspeed", tag="state")
+        if self.dist.rank == 0:
+            save_hf(self.engine.module, self.tokenizer, f"{out_dir}/policy")
+        return out_dir
+
+    def load(self, out_dir: str) -> None:
+        self.engine.load_checkpoint(f"{out_dir}/deepspeed", tag="state")
+

@@ -1,0 +1,61 @@
+"""Run outputs: `metrics.jsonl` (one line per iteration), `samples.jsonl`, TensorBoard scalars.
+
+Lines are flushed as written so the dashboard can follow a live run; dict-valued metrics (e.g.
+`pass_rate_by_difficulty`) go to TensorBoard as one scalar per key (`pass_rate_by_difficulty/3`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN/inf; the dashboard shows a gap
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+class RunLogger:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, append: bool = False):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        mode = "a" if append else "w"
+        self._metrics = (self.run_dir / "metrics.jsonl").open(mode, encoding="utf-8")
+        self._samples = (self.run_dir / "samples.jsonl").open(mode, encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        self._metrics.write(json.dumps(_jsonable(metrics)) + "\n")
+        self._metrics.flush()
+        if self._tb is not None:
+            step = int(metrics.get("iteration", 0))
+            for k, v in metrics.items():
+                if isinstance(v, dict):
+                    for kk, vv in v.items():
+                        if isinstance(vv, (int, float)) and not isinstance(vv, bool):
+                            self._tb.add_scalar(f"{k}/{kk}", vv, step)
+                elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration":
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def samples(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self._samples.write(json.dumps(_jsonable(r), ensure_ascii=False) + "\n")
+        self._samples.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._samples.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,259 @@
+"""RL for reasoning models with Kimi k1.5 online policy mirror descent (arXiv 2501.12599 §2.3).
+
+At iteration i the current policy pi_theta_i is the reference. For each chosen prompt, k
+responses are sampled from pi_theta_i (vLLM, temperature 1.0), scored by the verifiers, given the
+k1.5 length reward (§2.3.3), and the learner takes a few optimizer steps on
+
+    L = mean_x mean_j ( r_j - b - tau * (log pi_theta(y_j|x) - log pi_theta_i(y_j|x)) )^2
+
+(`rl.mirror_descent`), whose gradient is -2 tau x the paper's Eq. 3. No value network; the
+optimizer state is reset every iteration. Differences from the paper: partial rollouts and
+multimodal prompts are not implemented yet; the reference log-probs are recomputed by the learner
+(exact) unless `objective.ref_logprobs: engine`.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python rl/train.py --config experiments/configs/rl_demo.yaml
+
+Top to bottom: config -> Ray -> prompts, sampler, verifier -> vLLM engine actors and learner
+ranks -> loop: sample prompts -> rollout -> verify -> length reward -> update -> weight sync ->
+eval / checkpoint / metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs it)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ray
+
+from prompts.chat import encode_prompt
+from prompts.schema import load_prompt_rows
+from rl.checkpoint import latest_checkpoint, load_trainer_state, save_trainer_state
+from rl.config import RLConfig
+from rl.configio import dump_config, load_config
+from rl.evaluate import evaluate
+from rl.learner import Episode, Learner, split_minibatches
+from rl.metrics import RunLogger
+from rl.mirror_descent import length_penalty, length_penalty_weight
+from rl.modeling import load_tokenizer
+from rl.rollout_stats import iteration_metrics, sample_records
+from rl.sampling import build_sampler
+from rl.scoring import Scorer
+from rollout.engine import generate_sharded, make_rollout_actor
+
+
+def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
+    if base_dir is None:
+        return cfg
+
+    def r(p: str | None) -> str | None:
+        return p if p is None or Path(p).is_absolute() else str(Path(base_dir) / p)
+
+    data = cfg.data.model_copy(update={"train_file": r(cfg.data.train_file), "eval_file": r(cfg.data.eval_file)})
+    return cfg.model_copy(update={"policy": r(cfg.policy), "output_dir": r(cfg.output_dir), "data": data})
+
+
+def connect_ray(cfg: RLConfig) -> None:
+    """Join the cluster a job was submitted to (RAY_ADDRESS is set then), a configured one, or
+    start a local one bound to 127.0.0.1."""
+    import os
+
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=cfg.ray.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+
+
+def start_learners(cfg: RLConfig, policy: str) -> list:
+    lc = cfg.learner
+    actor = ray.remote(num_cpus=lc.actor_num_cpus, num_gpus=lc.actor_num_gpus)(Learner)
+    ranks = [actor.remote(lc.threads) for _ in range(lc.num_ranks)]
+    single_node = len([n for n in ray.nodes() if n["Alive"]]) == 1
+    master = ray.get(ranks[0].address.remote(single_node), timeout=120)
+    ray.get([r.setup.remote(policy, lc.deepspeed.model_dump(), i, lc.num_ranks, master,
+                            lc.tokens_per_microbatch, lc.row_tokens, cfg.seed)
+             for i, r in enumerate(ranks)], timeout=lc.timeout_s)
+    return ranks
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ap.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    ap.add_argument("--base-dir", default=None,
+                    help="resolve relative paths of the config against this directory (a submitted job "
+                         "runs in an uploaded copy of the working dir, so outputs must go elsewhere)")
+    args = ap.parse_args(argv)
+
+    # -- config, data, sampler (all validated before any actor starts) ---------------------
+    cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    rows = load_prompt_rows(cfg.data.train_file)
+    row_by_id = {r.id: r for r in rows}
+    eval_rows = load_prompt_rows(cfg.data.eval_file)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
+    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
+    tokenizer = load_tokenizer(cfg.policy)
+    prompt_ids = {r.id: encode_prompt(tokenizer, r.chat()) for r in rows}
+
+    start_iter, policy, state = 0, cfg.policy, {}
+    ckpt = latest_checkpoint(run_dir) if args.resume else None
+    if ckpt is not None:
+        state = load_trainer_state(ckpt)
+        sampler.load_state_dict(state["sampler"])
+        start_iter, policy = state["iteration"] + 1, str(ckpt / "policy")
+        print(f"resuming from {ckpt} at iteration {start_iter}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    logger = RunLogger(run_dir, cfg.tensorboard, append=ckpt is not None)
+
+    # -- actors: engines, learner ranks, verifier pool -------------------------------------
+    connect_ray(cfg)
+    rc = cfg.rollout
+    engine_cls = make_rollout_actor(rc.actor_num_cpus, rc.actor_num_gpus)
+    engine_cfg = rc.engine.model_copy(update={"model": policy, "seed": cfg.seed})
+    engines = [engine_cls.remote(engine_cfg.model_copy(update={"seed": cfg.seed + i})) for i in range(rc.num_engines)]
+    learners = start_learners(cfg, policy)
+    if ckpt is not None:
+        ray.get([lr.load.remote(str(ckpt)) for lr in learners], timeout=cfg.learner.timeout_s)
+    ray.get([e.ready.remote() for e in engines], timeout=rc.timeout_s)
+    scorer = Scorer(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
+
+    def generate(requests, sampling):
+        return generate_sharded(engines, requests, sampling, rc.timeout_s)
+
+    def run_eval(iteration: int) -> dict:
+        ec = cfg.eval
+        res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
+                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=rc.engine.max_model_len)
+        print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
+        return res.to_dict()
+
+    t_start = time.perf_counter() - state.get("wall_s", 0.0)
+    start_eval = state.get("start_eval") or (run_eval(start_iter) if eval_rows else None)
+    last_eval = start_eval
+    last_iter_s = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------
+    it = start_iter
+    for it in range(start_iter, cfg.iterations):
+        t_iter = time.perf_counter()
+        times: dict[str, float] = {}
+
+        # 1. choose prompts (prompts longer than the budget are skipped and counted)
+        chosen = sampler.sample(cfg.prompts_per_iteration, it)
+        too_long = [i for i in chosen if len(prompt_ids[i]) > cfg.data.max_prompt_tokens]
+        chosen = [i for i in chosen if i not in too_long]
+
+        # 2. rollout: k samples per prompt from pi_theta_i
+        t = time.perf_counter()
+        gens = generate([prompt_ids[i] for i in chosen], rc.sampling)
+        times["time_rollout_s"] = time.perf_counter() - t
+
+        # 3. verify (batched, parallel, every item bounded by a deadline)
+        t = time.perf_counter()
+        results = scorer.score_detailed([row_by_id[chosen[g.prompt_index]] for g in gens], [g.text for g in gens])
+        times["time_verify_s"] = time.perf_counter() - t
+        by_prompt: dict[int, list[int]] = {}
+        for j, g in enumerate(gens):
+            by_prompt.setdefault(g.prompt_index, []).append(j)
+        scored = [(chosen[p], [results[j].score for j in js]) for p, js in by_prompt.items()]
+        sampler.update(it, scored)
+        kept_ids, n_filtered = sampler.filter_groups(scored)
+        kept = {pid for pid, _ in kept_ids}
+
+        # 4. rewards: verifier score + weighted k1.5 length reward (per prompt group)
+        import torch
+
+        lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32)
+        correct = torch.tensor([r.score for r in results], dtype=torch.float32)
+        group_ids = torch.tensor([g.prompt_index for g in gens])
+        len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
+        len_reward = length_penalty(lengths, correct, group_ids)
+        rewards = correct + len_w * len_reward
+
+        # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
+        groups = [p for p in by_prompt if chosen[p] in kept]
+        episodes = {
+            j: Episode(g.prompt_index, prompt_ids[chosen[g.prompt_index]], g.token_ids, float(rewards[j]),
+                       float(sum(g.logprobs)))
+            for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
+        }
+        t = time.perf_counter()
+        minibatches = split_minibatches(groups, min(cfg.learner.minibatches_per_iteration, max(1, len(groups))))
+        n_ranks = len(learners)
+        per_rank = [[[] for _ in minibatches] for _ in range(n_ranks)]
+        for m, mb_groups in enumerate(minibatches):
+            for gi, p in enumerate(mb_groups):
+                per_rank[gi % n_ranks][m].extend(episodes[j] for j in by_prompt[p])
+        stats = ray.get([
+            lr.train_iteration.remote(per_rank[r], [len(g) for g in minibatches], cfg.objective.tau,
+                                      cfg.objective.baseline, cfg.objective.ref_logprobs == "engine",
+                                      cfg.learner.reset_optimizer_each_iteration)
+            for r, lr in enumerate(learners)
+        ], timeout=cfg.learner.timeout_s)
+        times["time_learn_s"] = time.perf_counter() - t
+
+        # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place)
+        t = time.perf_counter()
+        buckets = learners[0].export_weights.remote()
+        ray.get([e.load_weights.remote(buckets) for e in engines], timeout=rc.timeout_s)
+        times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
+
+        # 7. eval, checkpoint, metrics
+        elapsed = time.perf_counter() - t_start
+        last_iter_s = time.perf_counter() - t_iter
+        eval_s = (last_eval or {}).get("wall_s", 0.0)
+        out_of_time = cfg.time_budget_s is not None and elapsed + last_iter_s + eval_s > cfg.time_budget_s
+        is_last = it == cfg.iterations - 1 or out_of_time
+        eval_now = None
+        if eval_rows and (is_last or (cfg.eval.every and (it + 1) % cfg.eval.every == 0)):
+            t = time.perf_counter()
+            eval_now = last_eval = run_eval(it + 1)
+            times["time_eval_s"] = time.perf_counter() - t
+        metrics = iteration_metrics(
+            it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
+            stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, len(too_long), eval_now,
+        )
+        metrics["wall_s"] = time.perf_counter() - t_start
+        logger.log(metrics)
+        logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
+                                      rewards, len_reward, tokenizer, cfg.samples_to_log, cfg.seed))
+        print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
+              f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
+              f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
+              flush=True)
+        if is_last or (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0):
+            ck = run_dir / "checkpoints" / f"iter_{it:05d}"
+            ray.get([lr.save.remote(str(ck)) for lr in learners], timeout=cfg.learner.timeout_s)
+            save_trainer_state(ck, {"iteration": it, "sampler": sampler.state_dict(), "seed": cfg.seed,
+                                    "wall_s": time.perf_counter() - t_start, "start_eval": start_eval})
+        if out_of_time:
+            print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
+            break
+
+    summary = {
+        "iterations": it + 1,
+        "wall_s": time.perf_counter() - t_start,
+        "start_eval_pass_at_1": (start_eval or {}).get("pass_at_1"),
+        "final_eval_pass_at_1": (last_eval or {}).get("pass_at_1"),
+        "start_eval": start_eval,
+        "final_eval": last_eval,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"done: pass@1 {summary['start_eval_pass_at_1']} -> {summary['final_eval_pass_at_1']} "
+          f"in {summary['wall_s']:.0f}s ({summary['iterations']} iterations)")
+    logger.close()
+    scorer.close()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
