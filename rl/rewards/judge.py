@@ -70,7 +70,7 @@ class TextGenerator(Protocol):
 
 def parse_verdict(text: str, max_tries: int = 64) -> bool | None:
     """The verdict of the last JSON object in `text` that has one; None if there is none."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # a model may put raw control characters in strings
     pos = len(text)
     for _ in range(max_tries):
         pos = text.rfind("{", 0, pos)
