@@ -99,9 +99,9 @@ def test_extraction_units():
     ex = extract_answer("<think>\\boxed{1}</think> Maybe \\boxed{2}, final: \\boxed{3}")
     assert (ex.parts, ex.method, ex.format_ok) == (["3"], "box", True)
     ex = extract_answer("\\boxed{3} or \\boxed{4}")
-    assert ex.parts == ["3", "4"] and ex.hedged
+    assert ex.parts == ["3", "4"]
     ex = extract_answer("x = \\boxed{1}, y = \\boxed{2}")
-    assert ex.parts == ["1", "2"] and not ex.hedged
+    assert ex.parts == ["1", "2"]
     ex = extract_answer("<think>a</think><answer>7</answer>")
     assert (ex.parts, ex.method, ex.format_ok) == (["7"], "answer_tag", True)
     assert extract_answer("<think>never closed \\boxed{3}").status == "unterminated_think"

@@ -42,13 +42,13 @@ _SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|\s(?:because|since|which|so that)\s")
 
 @dataclass
 class Extraction:
-    """What was found. `parts` holds the candidate answer text(s); several when a group of boxes
-    or an "either $a$ or $b$" phrase was found. `connector` is the text between them."""
+    """What was found. `parts` holds the candidate answer text(s): several when a group of boxes
+    or an "either $a$ or $b$" phrase was found. Whether several parts form a list answer or a
+    hedge depends on the reference, so the verifier decides."""
 
     status: str  # "ok" | "no_answer" | "unterminated_think" | "answer_too_long"
     parts: list[str] = field(default_factory=list)
-    method: str = ""  # "box" | "phrase" | "last_line" | "last_number"
-    hedged: bool = False  # an "or" joined the parts: a hedge, never a list
+    method: str = ""  # "box" | "phrase" | "answer_tag" | "last_line" | "last_number"
     format_ok: bool = False  # thinking closed properly and the answer is boxed or in <answer>
 
 
@@ -116,7 +116,7 @@ def find_boxes(text: str) -> list[tuple[int, int, str]]:
     return sorted(boxes + spaced)
 
 
-def final_box_group(text: str, boxes: list[tuple[int, int, str]]) -> tuple[list[str], bool]:
+def final_box_group(text: str, boxes: list[tuple[int, int, str]]) -> list[str]:
     """Contents of the last box and of the boxes before it joined only by connectors."""
     group = [boxes[-1]]
     for prev in reversed(boxes[:-1]):
@@ -124,8 +124,7 @@ def final_box_group(text: str, boxes: list[tuple[int, int, str]]) -> tuple[list[
         if len(between) > 40 or _CONNECTOR_RE.fullmatch(between) is None:
             break
         group.insert(0, prev)
-    hedged = any(re.search(r"\bor\b", text[a[1] : b[0]]) for a, b in zip(group, group[1:]))
-    return [c for _, _, c in group], hedged
+    return [c for _, _, c in group]
 
 
 def _math_envs(phrase: str) -> list[tuple[int, int, str]]:
@@ -140,7 +139,7 @@ def _strip_currency(phrase: str) -> str:
     return phrase
 
 
-def phrase_parts(phrase: str) -> tuple[list[str], bool]:
+def phrase_parts(phrase: str) -> list[str]:
     """Candidate values in a stated-answer phrase: its math, or its leading number or text."""
     phrase = _strip_currency(phrase.strip())
     envs = _math_envs(phrase)
@@ -148,16 +147,15 @@ def phrase_parts(phrase: str) -> tuple[list[str], bool]:
         # Math after a clause boundary ("$5$. Check: $2+3=5$") is commentary, not answer.
         first_end = _SENTENCE_END_RE.search(phrase, envs[0][1])
         envs = [e for e in envs if first_end is None or e[0] < first_end.start()] or envs[:1]
-        hedged = any(re.search(r"\bor\b", phrase[a[1] : b[0]]) for a, b in zip(envs, envs[1:]))
-        return [e[2] for e in envs], hedged
+        return [e[2] for e in envs]
     end = _SENTENCE_END_RE.search(phrase)
     phrase = (phrase[: end.start()] if end else phrase).strip().rstrip(".,;:!")
     if re.search(r"\bor\b", phrase):
-        return [p.strip() for p in re.split(r"\s*\bor\b\s*|\s*,\s*", phrase) if p.strip()], True
+        return [p.strip() for p in re.split(r"\s*\bor\b\s*|\s*,\s*", phrase) if p.strip()]
     num = _NUMBER_RE.match(phrase)
     if num and (num.end() == len(phrase) or re.match(r"\s+[A-Za-z]{2,}", phrase[num.end() :])):
-        return [num.group().strip()], False  # "18 dollars" -> "18"
-    return [phrase], False
+        return [num.group().strip()]  # "18 dollars" -> "18"
+    return [phrase]
 
 
 def _last_line_value(text: str) -> tuple[list[str], str] | None:
@@ -179,23 +177,20 @@ def extract_answer(response: str, require_think: bool = False) -> Extraction:
     text, tagged = inside_answer_tags(text)
     boxes = find_boxes(text)
     if boxes:
-        parts, hedged = final_box_group(text, boxes)
-        ex = Extraction("ok", parts, "box", hedged, format_ok=think_ok)
+        ex = Extraction("ok", final_box_group(text, boxes), "box", format_ok=think_ok)
     else:
         ex = Extraction("no_answer")
         tail = text[-_TAIL:]
         for rx in _PHRASE_RES:
             matches = list(rx.finditer(tail))
             if matches:
-                parts, hedged = phrase_parts(matches[-1].group("ans"))
-                ex = Extraction("ok", parts, "phrase", hedged, format_ok=think_ok and tagged)
+                ex = Extraction("ok", phrase_parts(matches[-1].group("ans")), "phrase", format_ok=think_ok and tagged)
                 break
         else:
             if tagged and text.strip():  # <answer>\frac{1}{2}</answer>: the tag holds the answer
-                parts, hedged = phrase_parts(text)
-                ex = Extraction("ok", parts, "answer_tag", hedged, format_ok=think_ok)
+                ex = Extraction("ok", phrase_parts(text), "answer_tag", format_ok=think_ok)
             elif found := _last_line_value(text):
-                ex = Extraction("ok", found[0], found[1], False, format_ok=False)
+                ex = Extraction("ok", found[0], found[1], format_ok=False)
     ex.parts = [p.strip() for p in ex.parts if p.strip()]
     if ex.status == "ok" and not ex.parts:
         ex.status = "no_answer"

@@ -6,9 +6,10 @@ tuples, matrices, `x = 3` vs `3`, sqrt/pi forms). We only ever hand it LaTeX wra
 with `LatexExtractionConfig` alone: its plain-expression extractor runs `sympy.parse_expr` (an
 eval) on raw text, and model output must never reach eval/exec/sympify.
 
-Neither math-verify's own timeouts (SIGALRM, whole seconds) nor none at all: this code runs in a
+math-verify's own timeouts (SIGALRM, whole seconds) are switched off: this code runs in a
 `VerifierPool` worker, whose per-item deadline kills and replaces the worker. That also covers
-the cases SIGALRM cannot interrupt, e.g. sympy evaluating 10^{10^{10^{10}}} inside C code.
+what SIGALRM cannot interrupt, e.g. sympy evaluating 10^{10^{10^{10}}} inside C code, and it
+reports every overrun the same way (reason `timeout`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _OR_RE = re.compile(r"\\text\{\s*or\s*\}|\\lor\b|\\vee\b|\bor\b")
 
 
 def normalize(s: str) -> str:
-    """Cheap textual clean-up before math-verify: unicode math, scientific notation, `$`."""
+    """Textual clean-up before math-verify: `$`, unicode math, spacing commands, a bare %,
+    mixed numbers and plain scientific notation (1.5e-3 -> 1.5\\times 10^{-3})."""
     s = clean_text(s).strip()
     for k, v in _UNICODE.items():
         s = s.replace(k, v)
@@ -95,12 +97,14 @@ def canon(s: str) -> str:
     return s.casefold()
 
 
-@lru_cache(maxsize=4096)  # references repeat across the n samples of a prompt
 def _parse(latex: str) -> tuple:
     from math_verify import LatexExtractionConfig, parse
 
     cfg = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
     return tuple(parse("\\boxed{" + latex + "}", extraction_config=cfg, parsing_timeout=None))
+
+
+_parse_reference = lru_cache(maxsize=4096)(_parse)  # references repeat across a prompt's n samples
 
 
 def math_equal(pred: str, ref: str) -> bool | None:
@@ -112,7 +116,7 @@ def math_equal(pred: str, ref: str) -> bool | None:
             pass
     from math_verify import verify
 
-    gold = _parse(ref)
+    gold = _parse_reference(ref)
     if not any(not isinstance(g, str) for g in gold):
         return True if canon(pred) == canon(ref) else None
     return verify(list(gold), list(_parse(pred)), timeout_seconds=None)

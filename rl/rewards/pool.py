@@ -12,6 +12,8 @@ Workers start with "forkserver" by default: forking from a clean server that has
 imported sympy and math-verify makes a replacement worker ready in tens of milliseconds, and
 unlike plain fork it is safe in a parent that runs threads (Ray, vLLM). The deadline of an item
 starts when it is handed to a worker that has reported ready, so start-up never eats into it.
+As with any spawn/forkserver user (and with vLLM), a script that creates a pool must guard its
+entry point with `if __name__ == "__main__":`, since workers re-import the main module.
 """
 
 from __future__ import annotations
