@@ -1,0 +1,318 @@
+"""What the tagging CLI computes for a chunk of prompts, and the end-of-run summary.
+
+Per prompt (k1.5 §2.4 and §2.1):
+
+- difficulty: k samples at temperature T from the checkpoint, each scored by the row's verifier;
+  `pass_rate` = correct / k, `difficulty` = the pass-rate bucket (1 = easiest; a pass rate below
+  more thresholds is harder), metadata `num_samples`, `response_len_mean` (tokens) and
+  `num_truncated` (samples that hit max_tokens: a pass rate from truncated samples is a floor).
+- hack-proneness: N answer-only tries (the question in an "answer only" template, plus a
+  prefilled empty think block for models that think), scored by the same verifier; metadata
+  `guess_tries`, `guess_hits`, `guessable` (= guess_hits >= guess_min_hits; k1.5 drops a prompt
+  the model answers right "within N attempts" without CoT, N = 8).
+- domain: see prompts/tag_domain.py; metadata `domain_source`.
+
+All of a chunk's generations (samples, guesses, classifications) go to the engine in one call,
+and every job's seed is derived from (run seed, prompt id, purpose), so a prompt's tags do not
+depend on the chunk it falls in.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prompts.chat import render_chat
+from prompts.schema import PromptRow
+from prompts.tag_domain import Rule, classifier_messages, known_domain, parse_label, rule_domain
+from prompts.tag_engine import Job, derive_seed
+
+EXCLUDE_TYPES = ("multiple_choice", "true_false", "proof")
+GUESS_TEMPLATE = (
+    "{question}\n\nAnswer immediately with only the final answer in \\boxed{}. Do not show any reasoning."
+)
+EMPTY_THINK = "<think>\n</think>\n"
+
+
+@dataclass(frozen=True)
+class TagSettings:
+    """Everything that changes a row's tags; recorded next to the output and checked on resume."""
+
+    model: str
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    samples: int = 10
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int = 0
+    thresholds: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
+    guess_tries: int = 8
+    guess_template: str = GUESS_TEMPLATE
+    guess_prefill: str = EMPTY_THINK
+    guess_max_tokens: int = 32
+    guess_temperature: float = 1.0
+    guess_min_hits: int = 1
+    domain_keys: tuple[str, ...] = ("type", "subject", "category")
+    domain_fallback: str = "rules"  # "rules" | "model" | "none"
+    domain_rules: str = "built-in"  # path of the rule file, or "built-in"
+    domain_labels: tuple[str, ...] = ()
+    default_domain: str = "other"
+    domain_max_tokens: int = 16
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def bucket_of(pass_rate: float, thresholds: tuple[float, ...]) -> int:
+    """1 + the number of thresholds the pass rate falls below (thresholds sorted high to low)."""
+    return 1 + sum(pass_rate < t for t in thresholds)
+
+
+def bucket_label(b: int, thresholds: tuple[float, ...]) -> str:
+    hi = 1.0 if b == 1 else thresholds[b - 2]
+    lo = 0.0 if b > len(thresholds) else thresholds[b - 1]
+    return f"[{lo:g}, {hi:g}" + ("]" if b == 1 else ")")
+
+
+def excluded_type(row: PromptRow, types: tuple[str, ...]) -> str | None:
+    """Which of the excluded row types this row is (k1.5 §2.1 leaves these out: a multiple-choice
+    or true/false answer is guessed by chance, a proof cannot be checked by a rule)."""
+    if "multiple_choice" in types and (
+        row.verifier == "multiple_choice" or row.metadata.get("options") or row.metadata.get("choices")
+    ):
+        return "multiple_choice"
+    if "true_false" in types and row.answer.strip().lower().strip(".") in {"true", "false", "yes", "no"}:
+        return "true_false"
+    if "proof" in types and re.search(r"\b(prove|show that|proof)\b", row.question(), re.IGNORECASE):
+        return "proof"
+    return None
+
+
+def guess_messages(row: PromptRow, template: str) -> list[dict[str, Any]]:
+    """The prompt with its last user message put in the answer-only template."""
+    msgs = row.chat()
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    text = template.replace("{question}", row.question())
+    if users:
+        msgs[users[-1]] = {"role": "user", "content": text}
+    else:
+        msgs.append({"role": "user", "content": text})
+    return msgs
+
+
+@dataclass(frozen=True)
+class Encoded:
+    sample: tuple[int, ...]
+    guess: tuple[int, ...] | None  # None: no guess tries
+    classify: tuple[int, ...] | None  # None: no model classification for this row
+
+    def longest(self) -> int:
+        return max(len(x) for x in (self.sample, self.guess, self.classify) if x is not None)
+
+
+@dataclass
+class ChunkTiming:
+    generate_s: float = 0.0
+    verify_s: float = 0.0
+    other_s: float = 0.0
+
+
+class Tagger:
+    """Tags chunks of rows with a generation backend and a `Scorer`."""
+
+    def __init__(self, backend: Any, scorer: Any, tokenizer: Any, s: TagSettings, rules: list[Rule]):
+        self.backend, self.scorer, self.tok, self.s, self.rules = backend, scorer, tokenizer, s, rules
+
+    def encode(self, messages: list[dict[str, Any]], prefill: str = "") -> tuple[int, ...]:
+        return tuple(self.tok.encode(render_chat(self.tok, messages, True) + prefill, add_special_tokens=False))
+
+    def encode_row(self, row: PromptRow) -> Encoded:
+        """Token ids of every prompt the row needs (done once, when the input is checked)."""
+        s = self.s
+        guess = self.encode(guess_messages(row, s.guess_template), s.guess_prefill) if s.guess_tries else None
+        classify = None
+        if s.domain_fallback == "model" and known_domain(row, s.domain_keys)[0] is None:
+            classify = self.encode(classifier_messages(row.question(), list(s.domain_labels)))
+        return Encoded(self.encode(row.chat()), guess, classify)
+
+    def tag(self, rows: list[PromptRow], enc: list[Encoded]) -> tuple[list[dict], ChunkTiming]:
+        s, t = self.s, ChunkTiming()
+        t0 = time.perf_counter()
+        budget = s.max_model_len
+        jobs: list[Job] = []
+        for row, e in zip(rows, enc):
+            jobs.append(Job(e.sample, s.samples, s.temperature, min(s.max_tokens, budget - len(e.sample)),
+                            derive_seed(s.seed, row.id, "sample"), s.top_p))
+        guess_at = len(jobs)
+        if s.guess_tries > 0:
+            for row, e in zip(rows, enc):
+                jobs.append(Job(e.guess, s.guess_tries, s.guess_temperature,
+                                min(s.guess_max_tokens, budget - len(e.guess)), derive_seed(s.seed, row.id, "guess")))
+        domains = [known_domain(r, s.domain_keys) for r in rows]
+        classify = [i for i, e in enumerate(enc) if e.classify is not None]
+        classify_at = len(jobs)
+        labels = list(s.domain_labels)
+        for i in classify:
+            c = enc[i].classify
+            jobs.append(Job(c, 1, 0.0, min(s.domain_max_tokens, budget - len(c)), 0))
+        t.other_s += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        outs = self.backend.generate(jobs)
+        t.generate_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        score_rows: list[PromptRow] = []
+        texts: list[str] = []
+        for j in range(classify_at):
+            row = rows[j if j < guess_at else j - guess_at]
+            prefix = s.guess_prefill if j >= guess_at else ""
+            for smp in outs[j]:
+                score_rows.append(row)
+                texts.append(prefix + smp.text)
+        scores = self.scorer.score(score_rows, texts)
+        t.verify_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        result, pos = [], 0
+        for i, row in enumerate(rows):
+            n = len(outs[i])
+            hits = sum(x >= 1.0 for x in scores[pos : pos + n])
+            pos += n
+            meta = dict(row.metadata)
+            meta["num_samples"] = n
+            meta["response_len_mean"] = round(sum(x.num_tokens for x in outs[i]) / max(1, n), 3)
+            meta["num_truncated"] = sum(x.finish_reason == "length" for x in outs[i])
+            result.append((row, hits / max(1, n), meta))
+        if s.guess_tries > 0:
+            for i, (row, _, meta) in enumerate(result):
+                n = len(outs[guess_at + i])
+                g = sum(x >= 1.0 for x in scores[pos : pos + n])
+                pos += n
+                meta.update(guess_tries=n, guess_hits=g, guessable=g >= s.guess_min_hits)
+        for j, i in enumerate(classify):
+            label = parse_label(outs[classify_at + j][0].text, labels)
+            domains[i] = (label, "model") if label else (None, "")
+        out_rows = []
+        for i, (row, rate, meta) in enumerate(result):
+            dom, src = domains[i]
+            if dom is None and s.domain_fallback == "rules":
+                dom = rule_domain(row.question(), self.rules)
+                src = "rules" if dom else ""
+            if dom is None:
+                dom, src = s.default_domain, "default"
+            meta["domain_source"] = src
+            tagged = row.model_copy(
+                update={"pass_rate": rate, "difficulty": bucket_of(rate, s.thresholds), "domain": dom, "metadata": meta}
+            )
+            out = tagged.model_dump(exclude_none=True)
+            PromptRow.model_validate(out)  # what we write must load as a prompt row
+            out_rows.append(out)
+        t.other_s += time.perf_counter() - t0
+        return out_rows, t
+
+
+# -- summary -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    input_rows: int = 0
+    bad_rows: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    already_done: int = 0
+    tagged_now: int = 0
+    engine_start_s: float = 0.0
+    tag_wall_s: float = 0.0  # from the first chunk to the last, engine start excluded
+    generate_s: float = 0.0
+    verify_s: float = 0.0
+    other_s: float = 0.0
+
+
+def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStats) -> dict[str, Any]:
+    rows = kept + dropped
+    by_bucket: dict[int, list[float]] = defaultdict(list)
+    by_domain: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_bucket[int(r["difficulty"])].append(r["pass_rate"])
+        by_domain[str(r.get("domain"))].append(r["pass_rate"])
+    rates = [r["pass_rate"] for r in rows]
+    guess = [r for r in rows if (r.get("metadata") or {}).get("guessable")]
+    work = st.generate_s + st.verify_s + st.other_s
+    return {
+        "rows_tagged": len(rows),
+        "rows_written": len(kept),
+        "rows_dropped_guessable": len(dropped),
+        "mean_pass_rate": sum(rates) / len(rates) if rates else None,
+        "guessable": len(guess),
+        "buckets": {
+            str(b): {"pass_rate_range": bucket_label(b, s.thresholds), "count": len(v), "mean_pass_rate": sum(v) / len(v)}
+            for b, v in sorted(by_bucket.items())
+        },
+        "domains": {
+            d: {"count": len(v), "mean_pass_rate": sum(v) / len(v)}
+            for d, v in sorted(by_domain.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        },
+        "this_run": {
+            "input_rows": st.input_rows,
+            "bad_rows": st.bad_rows,
+            "excluded": st.excluded,
+            "already_done": st.already_done,
+            "tagged": st.tagged_now,
+            "engine_start_s": round(st.engine_start_s, 2),
+            "wall_s": round(st.tag_wall_s, 2),
+            "prompts_per_s": round(st.tagged_now / st.tag_wall_s, 3) if st.tag_wall_s > 0 else None,
+            "generate_s": round(st.generate_s, 2),
+            "verify_s": round(st.verify_s, 2),
+            "other_s": round(st.other_s, 2),
+            "generate_share": round(st.generate_s / work, 3) if work > 0 else None,
+            "verify_share": round(st.verify_s / work, 3) if work > 0 else None,
+        },
+    }
+
+
+def print_summary(summary: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    t = Table(title="Difficulty (tagged pass-rate buckets; higher = harder)")
+    for c in ("difficulty", "pass rate", "prompts", "mean pass rate"):
+        t.add_column(c, justify="right")
+    for b, v in summary["buckets"].items():
+        t.add_row(b, v["pass_rate_range"], str(v["count"]), pct(v["mean_pass_rate"]))
+    console.print(t)
+    d = Table(title="Domains")
+    for c in ("domain", "prompts", "mean pass rate"):
+        d.add_column(c, justify="right" if c != "domain" else "left")
+    items = list(summary["domains"].items())
+    for name, v in items[:25]:
+        d.add_row(name, str(v["count"]), pct(v["mean_pass_rate"]))
+    if len(items) > 25:
+        d.add_row(f"... {len(items) - 25} more", str(sum(v["count"] for _, v in items[25:])), "")
+    console.print(d)
+    run = summary["this_run"]
+    lines = [
+        f"prompts tagged: {summary['rows_tagged']} (written {summary['rows_written']}, "
+        f"dropped as guessable {summary['rows_dropped_guessable']})",
+        f"mean pass rate: {pct(summary['mean_pass_rate'])}   guessable: {summary['guessable']}",
+        f"this run: {run['tagged']} tagged, {run['already_done']} already done, {run['bad_rows']} bad rows skipped, "
+        f"excluded {sum(run['excluded'].values())} {dict(run['excluded']) or ''}".rstrip(),
+    ]
+    if run["tagged"]:
+        lines.append(
+            f"throughput: {run['prompts_per_s']} prompts/s over {run['wall_s']} s (engine start {run['engine_start_s']} s"
+            f" not counted); generation {run['generate_s']} s ({100 * (run['generate_share'] or 0):.1f}%), "
+            f"verification {run['verify_s']} s ({100 * (run['verify_share'] or 0):.1f}%), other {run['other_s']} s"
+        )
+    for ln in lines:
+        console.print(ln, soft_wrap=True, highlight=False, markup=False)
+
+
+def count_types(labels: list[str]) -> dict[str, int]:
+    return dict(sorted(Counter(labels).items()))

