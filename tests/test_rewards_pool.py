@@ -114,6 +114,15 @@ def test_workers_run_under_the_address_space_cap():
     assert line.split()[3:5] == [str(1536 << 20)] * 2, line
 
 
+def test_workers_that_cannot_start_are_an_error_not_a_hang():
+    # 1 MiB of address space cannot even import Python modules: every worker dies at start-up.
+    t0 = time.monotonic()
+    with VerifierPool(num_workers=1, max_memory_mb=1, start_method="spawn") as p:
+        with pytest.raises(RuntimeError, match="die at start-up"):
+            p.map(NORMAL)
+    assert time.monotonic() - t0 < 10.0
+
+
 def test_closed_pool_refuses_work():
     p = VerifierPool(num_workers=1)
     pids = p.worker_pids()

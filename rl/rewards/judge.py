@@ -116,11 +116,12 @@ class JudgeVerifier(Verifier):
                 [prompts[i] for i in todo], max_tokens=self.cfg.max_tokens,
                 temperature=self.cfg.temperature, n=1, seed=self.cfg.seed, json_schema=schema,
             )  # fmt: skip
+            err = "no output"
+            if len(outs) != len(todo):
+                raise RuntimeError(f"judge returned {len(outs)} outputs for {len(todo)} prompts")
         except Exception as e:  # transport gave up after its own timeout/retries
             outs = [[] for _ in todo]
             err = f"{type(e).__name__}: {e}"[:300]
-        else:
-            err = "no output"
         for i, out in zip(todo, outs):
             results[i] = self._score(out[0] if out else None, err)
         return results
@@ -130,7 +131,7 @@ class JudgeVerifier(Verifier):
             self.stats["error"] += 1
             return VerifyResult(0.0, Reason.JUDGE_ERROR, {"error": err})
         verdict = parse_verdict(text)
-        m = {"judge_output": text[-500:]}
+        m = {"judge_output": text[-2000:]}
         if verdict is None:
             self.stats["unparsable"] += 1
             return VerifyResult(0.0, Reason.JUDGE_UNPARSABLE, m)

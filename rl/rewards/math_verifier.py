@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 
 from rl.rewards.base import Reason, Verifier, VerifyItem, VerifyResult
 from rl.rewards.extract import clean_text, extract_answer
@@ -104,7 +103,21 @@ def _parse(latex: str) -> tuple:
     return tuple(parse("\\boxed{" + latex + "}", extraction_config=cfg, parsing_timeout=None))
 
 
-_parse_reference = lru_cache(maxsize=4096)(_parse)  # references repeat across a prompt's n samples
+_REFERENCES: dict[str, tuple] = {}
+
+
+def _parse_reference(ref: str) -> tuple:
+    """Parsed references, cached per worker: they repeat across a prompt's n samples. A failed
+    parse is not cached: math-verify swallows exceptions (MemoryError included), so a failure
+    may be transient."""
+    hit = _REFERENCES.get(ref)
+    if hit is None:
+        hit = _parse(ref)
+        if any(not isinstance(g, str) for g in hit):
+            if len(_REFERENCES) >= 4096:
+                _REFERENCES.clear()
+            _REFERENCES[ref] = hit
+    return hit
 
 
 def math_equal(pred: str, ref: str) -> bool | None:

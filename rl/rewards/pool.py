@@ -46,6 +46,8 @@ def _worker_main(conn: Connection, max_memory_mb: int | None) -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     from rl.rewards.registry import run_rule_based
 
+    import math_verify  # noqa: F401  (warm: a spawned worker would import sympy on its first item's clock)
+
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -115,6 +117,7 @@ class VerifierPool:
         if start_method == "forkserver":
             self._ctx.set_forkserver_preload(_PRELOAD)  # only takes effect if no server runs yet
         self.stats = {"timeouts": 0, "crashes": 0, "restarts": 0}
+        self._startup_deaths = 0  # consecutive workers that died before reporting ready
         self._workers: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _stop, self._workers)
         for _ in range(num_workers):
@@ -182,6 +185,13 @@ class VerifierPool:
                 raise EOFError  # only the sentinel fired: the process is gone
             msg = w.conn.recv()
         except (EOFError, OSError):
+            if not w.ready:
+                # A worker that cannot even start (bad memory cap, broken install) would be
+                # replaced forever; a few in a row is a configuration error, so say so.
+                w.proc.join(1.0)
+                self._startup_deaths += 1
+                if self._startup_deaths >= 3:
+                    raise RuntimeError(f"verifier workers die at start-up (exit code {w.proc.exitcode})")
             if w.task:
                 i, _, t0 = w.task
                 w.proc.join(1.0)  # reap it, so the exit code (e.g. -9 for SIGKILL) is known
@@ -192,6 +202,7 @@ class VerifierPool:
             return
         if msg[0] == "ready":
             w.ready = True
+            self._startup_deaths = 0
         else:
             index, res = msg
             results[index] = res
