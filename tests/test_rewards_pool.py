@@ -120,6 +120,8 @@ def test_workers_that_cannot_start_are_an_error_not_a_hang():
     with VerifierPool(num_workers=1, max_memory_mb=1, start_method="spawn") as p:
         with pytest.raises(RuntimeError, match="die at start-up"):
             p.map(NORMAL)
+        with pytest.raises(RuntimeError, match="closed"):
+            p.map(NORMAL)
     assert time.monotonic() - t0 < 10.0
 
 

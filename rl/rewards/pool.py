@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 import weakref
 from collections import deque
@@ -119,6 +120,7 @@ class VerifierPool:
         self.stats = {"timeouts": 0, "crashes": 0, "restarts": 0}
         self._startup_deaths = 0  # consecutive workers that died before reporting ready
         self._workers: list[_Worker] = []
+        self._lock = threading.Lock()  # one map at a time (the shared default pool may see threads)
         self._finalizer = weakref.finalize(self, _stop, self._workers)
         for _ in range(num_workers):
             self._workers.append(self._spawn())
@@ -145,9 +147,12 @@ class VerifierPool:
 
     def map(self, items: Sequence[VerifyItem], timeout_s: float | None = None) -> list[VerifyResult]:
         """Score every item; results in input order. Each item gets `timeout_s` once dispatched."""
-        if not self._workers:
-            raise RuntimeError("VerifierPool is closed")
-        limit = self.timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            if not self._workers:
+                raise RuntimeError("VerifierPool is closed")
+            return self._map(items, self.timeout_s if timeout_s is None else timeout_s)
+
+    def _map(self, items: Sequence[VerifyItem], limit: float) -> list[VerifyResult]:
         results: list[VerifyResult | None] = [None] * len(items)
         queue = deque(range(len(items)))
         while queue or any(w.task for w in self._workers):
@@ -191,6 +196,7 @@ class VerifierPool:
                 w.proc.join(1.0)
                 self._startup_deaths += 1
                 if self._startup_deaths >= 3:
+                    self._finalizer()  # the pool is unusable: close it rather than leave it half-alive
                     raise RuntimeError(f"verifier workers die at start-up (exit code {w.proc.exitcode})")
             if w.task:
                 i, _, t0 = w.task
@@ -213,7 +219,8 @@ class VerifierPool:
         return [w.proc.pid for w in self._workers]
 
     def close(self) -> None:
-        self._finalizer()
+        with self._lock:
+            self._finalizer()
 
     def __enter__(self) -> VerifierPool:
         return self
