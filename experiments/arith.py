@@ -8,7 +8,7 @@ Difficulty is graded by digits x operands x operator mix:
 
     level = digits + (operands - 2) + (1 if the expression has a minus sign else 0)
 
-so "3+4" is level 1 and "52817-3904+11870" is level 7. Intermediate results never go negative
+so "3+4" is level 1 and "5281-394+1187" is level 6. Intermediate results never go negative
 (subtrahends are drawn no larger than the running value), so every step is a column operation.
 
 The SFT traces show the cognitive moves the k1.5 report asks of long-CoT data (§2.2 "long-CoT
@@ -29,7 +29,7 @@ from pathlib import Path
 from prompts.schema import write_jsonl
 
 DOMAIN = "arithmetic"
-MAX_DIGITS = 5
+MAX_DIGITS = 4
 OPERAND_COUNTS = (2, 3)
 OP_MIXES = ("+", "-", "+-")
 
@@ -101,8 +101,11 @@ def make_problem(rng: random.Random, digits: int, operands: int, mix: str) -> Pr
 
 
 def _column_lines(a: int, b: int, op: str, slip: int | None) -> tuple[list[str], int]:
-    """Column-by-column work for a (op) b. If `slip` is a column index, that column is first
-    written with an off-by-one digit, then caught and fixed (the reflection move)."""
+    """Column-by-column work for a (op) b, least significant digit first, in a compact notation
+    (`7+5+0=12 w2 c1`: digit sum with carry-in, write 2, carry 1; `2-9-0<0 12-9=3 b1`: borrow).
+    Compact lines matter: the tiny model learns per token, and every token of a trace costs SFT
+    and rollout time. If `slip` is a column index, that column is first written wrong by one,
+    then caught and fixed (the reflection move)."""
     da, db = str(a)[::-1], str(b)[::-1]
     n = max(len(da), len(db))
     lines: list[str] = []
@@ -114,28 +117,28 @@ def _column_lines(a: int, b: int, op: str, slip: int | None) -> tuple[list[str],
         if op == "+":
             s = x + y + carry
             digit, new_carry = s % 10, s // 10
-            line = f"d{i + 1}: {x}+{y}+{carry}={s} -> {digit} carry {new_carry}"
+            line = f"{x}+{y}+{carry}={s} w{digit} c{new_carry}"
             if slip == i:
                 wrong = s + 1
-                lines.append(f"d{i + 1}: {x}+{y}+{carry}={wrong} -> {wrong % 10} carry {wrong // 10}")
-                lines.append(f"Wait, {x}+{y}+{carry} is {s}, not {wrong}. Fix:")
+                lines.append(f"{x}+{y}+{carry}={wrong} w{wrong % 10} c{wrong // 10}")
+                lines.append(f"Wait, {x}+{y}+{carry}={s} not {wrong}. Fix:")
         else:
             s = x - y - carry
             if s < 0:
                 digit, new_carry = s + 10, 1
-                line = f"d{i + 1}: {x}-{y}-{carry}<0 -> {x + 10}-{y}-{carry}={digit} borrow 1"
+                line = f"{x}-{y}-{carry}<0 {x + 10}-{y}-{carry}={digit} b1"
             else:
                 digit, new_carry = s, 0
-                line = f"d{i + 1}: {x}-{y}-{carry}={digit} -> {digit} borrow 0"
+                line = f"{x}-{y}-{carry}={digit} b0"
             if slip == i:
                 wrong = (digit + 1) % 10
-                lines.append(line.replace(f"={digit} ", f"={wrong} ", 1).replace(f"-> {digit} ", f"-> {wrong} ", 1))
-                lines.append(f"Wait, that digit should be {digit}, not {wrong}. Fix:")
+                lines.append(line.replace(f"={digit} b", f"={wrong} b", 1))
+                lines.append(f"Wait, that digit is {digit} not {wrong}. Fix:")
         lines.append(line)
         out_digits.append(str(digit))
         carry = new_carry
     if op == "+" and carry:
-        lines.append(f"d{n + 1}: carry {carry} -> {carry}")
+        lines.append(f"c{carry} w{carry}")
         out_digits.append(str(carry))
     result = int("".join(reversed(out_digits)))
     return lines, result
@@ -145,13 +148,12 @@ def cot_response(p: Problem, rng: random.Random, slip_prob: float = 0.15) -> str
     """The assistant message for SFT: <think>plan, work, check</think> then the boxed answer."""
     steps = len(p.ops)
     first, rest = p.operands[0], list(zip(p.ops, p.operands[1:]))
-    plan_parts = [f"{first}{rest[0][0]}{rest[0][1]}"] + [f"then {op}{x}" for op, x in rest[1:]]
-    lines = [f"Plan: {steps} step{'s' if steps > 1 else ''}, left to right: " + ", ".join(plan_parts) + "."]
+    lines = [f"Plan: {p.expression} in {steps} step{'s' if steps > 1 else ''}, left to right."]
     slip_step = rng.randrange(steps) if rng.random() < slip_prob else None
     value = first
     history = [value]
     for k, (op, x) in enumerate(rest):
-        lines.append(f"Step {k + 1}: {value}{op}{x}")
+        lines.append(f"{value}{op}{x}:")
         slip = None
         if slip_step == k:
             slip = rng.randrange(max(len(str(value)), len(str(x))))
@@ -166,9 +168,9 @@ def cot_response(p: Problem, rng: random.Random, slip_prob: float = 0.15) -> str
         inv = "-" if op == "+" else "+"
         checks.append(f"{v}{inv}{x}={prev}")
         v = prev
-    lines.append("Check: " + ", ".join(checks) + ". Correct.")
+    lines.append("Check: " + ", ".join(checks) + " ok")
     think = "\n".join(lines)
-    return f"<think>\n{think}\n</think>\nThe answer is \\boxed{{{value}}}."
+    return f"<think>\n{think}\n</think>\n\\boxed{{{value}}}"
 
 
 def prompt_messages(p: Problem) -> list[dict[str, str]]:
@@ -193,7 +195,8 @@ def generate(
     """Deterministic splits with no expression shared between them.
 
     `sft` rows carry a `response` (the CoT trace); `train` is the RL prompt set; `eval` is held out
-    and balanced over difficulty levels so per-level pass rates are comparable.
+    and balanced over the 30 problem kinds (digits x operands x operator mix), so every level is
+    present; levels made of more kinds get more prompts (of 420: 14 at level 1, 84 at levels 3-5).
     """
     rng = random.Random(seed)
     combos = [(d, m, mix) for d in range(1, MAX_DIGITS + 1) for m in OPERAND_COUNTS for mix in OP_MIXES]

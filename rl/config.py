@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rl.dist import DeepSpeedConfig
+from rl.rewards import VerifierConfig
 from rl.sampling import SamplerConfig, UniformSamplerConfig
 from rollout.engine import EngineConfig, SamplingConfig
 
@@ -60,12 +61,6 @@ class ObjectiveConfig(_Strict):
     length_penalty_warmup: int = Field(0, ge=0, description="Iterations with the length reward off")
 
 
-class RewardConfig(_Strict):
-    num_workers: int = Field(2, ge=1, description="Verifier worker processes")
-    timeout_s: float = Field(5.0, gt=0, description="Per-item verifier deadline (then score 0, reason timeout)")
-    format_weight: float = Field(0.0, ge=0, description="Weight of the format reward (well-formed think + box)")
-
-
 class EvalConfig(_Strict):
     every: int = Field(10, ge=0, description="Evaluate every N iterations (0: only at start and end)")
     num_prompts: int = Field(420, gt=0, description="First N rows of data.eval_file")
@@ -97,7 +92,7 @@ class RLConfig(_Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
+    reward: VerifierConfig = Field(default_factory=VerifierConfig, description="Verifier pool + reward terms")
     sampler: SamplerConfig = Field(default_factory=UniformSamplerConfig, description="Prompt sampler (rl.sampling)")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)

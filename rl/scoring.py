@@ -1,52 +1,37 @@
-"""The RL loop's and evaluation's view of the verifiers: (rows, responses) -> scored results.
+"""The RL loop's and evaluation's view of the verifiers: (rows, responses) -> results + rewards.
 
-A thin adapter so the loop holds one long-lived verifier pool and does not know which verifier
-each row uses (that is chosen per row by `row.verifier`, in `rl.rewards`).
+One long-lived `VerifierPool` per run (killable workers, per-item deadlines, batched), with the
+verifier chosen per row by `row.verifier` inside `rl.rewards`. Rewards are composed from the
+results by config (correctness + optional format term); the length penalty is the loop's.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any
-
 from prompts.schema import PromptRow
+from rl.rewards import JudgeVerifier, VerifierConfig, VerifierPool, VerifyResult, compose_rewards, verify_batch
 
-
-@dataclass
-class ScoreResult:
-    score: float
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-_BOX = re.compile(r"\\boxed\{([^{}]*)\}")
+ScoreResult = VerifyResult  # .score in [0, 1], .reason, .metrics
 
 
 class Scorer:
-    """Placeholder until rl.rewards lands: last \\boxed{} after </think>, exact integer match."""
+    def __init__(self, cfg: VerifierConfig | None = None, judge: JudgeVerifier | None = None):
+        self.cfg = cfg or VerifierConfig()
+        self.judge = judge
+        self.pool = VerifierPool.from_config(self.cfg)
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0):
-        self.num_workers = num_workers
-        self.timeout_s = timeout_s
-
-    def score_detailed(self, rows: list[PromptRow], texts: list[str]) -> list[ScoreResult]:
-        out = []
-        for row, text in zip(rows, texts):
-            answer = text.rsplit("</think>", 1)[1] if "</think>" in text else ""
-            boxes = _BOX.findall(answer)
-            if not boxes:
-                out.append(ScoreResult(0.0, "no_answer"))
-                continue
-            ok = boxes[-1].strip() == row.answer.strip()
-            out.append(ScoreResult(1.0 if ok else 0.0, "correct" if ok else "wrong", {"extracted": boxes[-1]}))
-        return out
+    def score_detailed(self, rows: list[PromptRow], texts: list[str]) -> list[VerifyResult]:
+        return verify_batch(list(zip(rows, texts)), require_think=self.cfg.require_think,
+                            timeout_s=self.cfg.timeout_s, pool=self.pool, judge=self.judge)
 
     def score(self, rows: list[PromptRow], texts: list[str]) -> list[float]:
         return [r.score for r in self.score_detailed(rows, texts)]
 
+    def rewards(self, results: list[VerifyResult]) -> list[float]:
+        """Correctness plus the configured format term."""
+        return compose_rewards(results, self.cfg.reward)
+
     def close(self) -> None:
-        pass
+        self.pool.close()
 
     def __enter__(self) -> "Scorer":
         return self

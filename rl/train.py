@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray
+import torch
 
 from prompts.chat import encode_prompt
 from prompts.schema import load_prompt_rows
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     row_by_id = {r.id: r for r in rows}
     eval_rows = load_prompt_rows(cfg.data.eval_file)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
     sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
+    sampler_cfg_filters = bool(getattr(cfg.sampler, "dynamic_filtering", False))
     tokenizer = load_tokenizer(cfg.policy)
     prompt_ids = {r.id: encode_prompt(tokenizer, r.chat()) for r in rows}
 
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     if ckpt is not None:
         ray.get([lr.load.remote(str(ckpt)) for lr in learners], timeout=cfg.learner.timeout_s)
     ray.get([e.ready.remote() for e in engines], timeout=rc.timeout_s)
-    scorer = Scorer(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
+    scorer = Scorer(cfg.reward)
 
     def generate(requests, sampling):
         return generate_sharded(engines, requests, sampling, rc.timeout_s)
@@ -147,37 +149,48 @@ def main(argv: list[str] | None = None) -> dict:
         t_iter = time.perf_counter()
         times: dict[str, float] = {}
 
-        # 1. choose prompts (prompts longer than the budget are skipped and counted)
-        chosen = sampler.sample(cfg.prompts_per_iteration, it)
-        too_long = [i for i in chosen if len(prompt_ids[i]) > cfg.data.max_prompt_tokens]
-        chosen = [i for i in chosen if i not in too_long]
-
-        # 2. rollout: k samples per prompt from pi_theta_i
-        t = time.perf_counter()
-        gens = generate([prompt_ids[i] for i in chosen], rc.sampling)
-        times["time_rollout_s"] = time.perf_counter() - t
-
-        # 3. verify (batched, parallel, every item bounded by a deadline)
-        t = time.perf_counter()
-        results = scorer.score_detailed([row_by_id[chosen[g.prompt_index]] for g in gens], [g.text for g in gens])
-        times["time_verify_s"] = time.perf_counter() - t
+        # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
+        # item under a deadline). With dynamic filtering, groups whose k samples were all right or
+        # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
+        chosen, gens, results, n_too_long = [], [], [], 0
+        want, kept_ids, n_filtered = cfg.prompts_per_iteration, [], 0
+        for _round in range(2 if sampler_cfg_filters else 1):
+            ids = sampler.sample(want, it, exclude=chosen)
+            too_long = [i for i in ids if len(prompt_ids[i]) > cfg.data.max_prompt_tokens]
+            ids = [i for i in ids if i not in too_long]
+            n_too_long += len(too_long)
+            t = time.perf_counter()
+            new_gens = generate([prompt_ids[i] for i in ids], rc.sampling)
+            times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
+            t = time.perf_counter()
+            new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
+                                                [g.text for g in new_gens])
+            times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
+            per_prompt: list[list[float]] = [[] for _ in ids]
+            for g, r in zip(new_gens, new_results):
+                per_prompt[g.prompt_index].append(r.score)
+                g.prompt_index += len(chosen)  # index into the iteration's `chosen`
+            chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
+            scored = list(zip(ids, per_prompt))
+            sampler.update(it, scored)
+            kept_now, filtered_now = sampler.filter_groups(scored)
+            kept_ids += kept_now
+            n_filtered += filtered_now
+            want = filtered_now
+            if not want:
+                break
+        kept = {pid for pid, _ in kept_ids}
         by_prompt: dict[int, list[int]] = {}
         for j, g in enumerate(gens):
             by_prompt.setdefault(g.prompt_index, []).append(j)
-        scored = [(chosen[p], [results[j].score for j in js]) for p, js in by_prompt.items()]
-        sampler.update(it, scored)
-        kept_ids, n_filtered = sampler.filter_groups(scored)
-        kept = {pid for pid, _ in kept_ids}
 
         # 4. rewards: verifier score + weighted k1.5 length reward (per prompt group)
-        import torch
-
         lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32)
         correct = torch.tensor([r.score for r in results], dtype=torch.float32)
         group_ids = torch.tensor([g.prompt_index for g in gens])
         len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
         len_reward = length_penalty(lengths, correct, group_ids)
-        rewards = correct + len_w * len_reward
+        rewards = torch.tensor(scorer.rewards(results), dtype=torch.float32) + len_w * len_reward
 
         # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
         groups = [p for p in by_prompt if chosen[p] in kept]
@@ -187,8 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
             for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
         }
         t = time.perf_counter()
-        minibatches = split_minibatches(groups, min(cfg.learner.minibatches_per_iteration, max(1, len(groups))))
         n_ranks = len(learners)
+        # Every rank needs at least one group in every mini-batch (they step in lockstep).
+        n_mb = min(cfg.learner.minibatches_per_iteration, len(groups) // n_ranks)
+        minibatches = split_minibatches(groups, n_mb) if n_mb else []
         per_rank = [[[] for _ in minibatches] for _ in range(n_ranks)]
         for m, mb_groups in enumerate(minibatches):
             for gi, p in enumerate(mb_groups):
@@ -220,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
             times["time_eval_s"] = time.perf_counter() - t
         metrics = iteration_metrics(
             it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
-            stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, len(too_long), eval_now,
+            stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
         )
         metrics["wall_s"] = time.perf_counter() - t_start
         logger.log(metrics)

