@@ -156,6 +156,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.drop_guessable and args.guess_tries == 0:
         raise DataError("--drop-guessable needs --guess-tries > 0")
     inp, out = Path(args.input), Path(args.output)
+    if not (Path(args.model) / "config.json").is_file():
+        raise DataError(f"--model {args.model}: not a checkpoint directory (no config.json)")
     from prompts.tag_io import same_file
 
     if same_file(inp, out):
@@ -251,6 +253,21 @@ class _Progress:
             self.bar.stop()
 
 
+def make_scorer(num_workers: int, timeout_s: float) -> Any:
+    """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`).
+    Accepts both constructor forms the adapter has had: `Scorer(VerifierConfig)` and the earlier
+    `Scorer(num_workers=, timeout_s=)`."""
+    import inspect
+
+    from rl.scoring import Scorer
+
+    if "num_workers" in inspect.signature(Scorer).parameters:
+        return Scorer(num_workers=num_workers, timeout_s=timeout_s)
+    from rl.rewards import VerifierConfig
+
+    return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s))
+
+
 def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     """Tag `args.input` into `args.output` and return the summary. `backend` (anything with
     `generate(jobs) -> samples per job`, e.g. a `prompts.tag_engine.Backend` already running in
@@ -318,7 +335,6 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     todo = [left for left in ([x for x in c if x[0].id not in done] for c in chunks) if left]
     stats.already_done = len(usable) - sum(len(c) for c in todo)
     if todo:
-        from rl.scoring import Scorer
         from rollout.engine import EngineConfig
         from prompts.tag_engine import Backend
 
@@ -335,7 +351,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
         stats.engine_start_s = time.perf_counter() - t0
         progress = _Progress(sum(len(c) for c in todo), err, not args.no_progress)
         try:
-            with Scorer(num_workers=args.verify_workers, timeout_s=args.verify_timeout) as scorer:
+            with make_scorer(args.verify_workers, args.verify_timeout) as scorer:
                 tagger.backend, tagger.scorer = backend, scorer
                 t_start = time.perf_counter()
                 for chunk in todo:

@@ -126,7 +126,8 @@ class Backend:
             return
         import ray
 
-        if not ray.is_initialized():
+        self._own_ray = not ray.is_initialized()
+        if self._own_ray:
             ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
         actor_cls = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine)(TagEngine)
         self.actors = [actor_cls.remote(cfg) for _ in range(engines)]
@@ -155,6 +156,8 @@ class Backend:
             for a in self.actors:
                 ray.kill(a)
             self.actors = []
+            if self._own_ray:
+                ray.shutdown()
         if self.local is not None:
             # Stop the engine-core process now rather than at interpreter exit (where vLLM's
             # shutdown logs into already-closed streams and force-kills it).

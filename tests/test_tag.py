@@ -34,8 +34,11 @@ GSM8K = SHARED / "gsm8k" / "test.jsonl"
 def tokdir(tmp_path_factory):
     from experiments.tiny_model import build_tokenizer
 
-    d = tmp_path_factory.mktemp("tok")
+    from transformers import Qwen2Config
+
+    d = tmp_path_factory.mktemp("tok")  # a checkpoint directory without weights: the fake backend needs none
     build_tokenizer().save_pretrained(d)
+    Qwen2Config(vocab_size=320, hidden_size=64, num_hidden_layers=1).save_pretrained(d)
     return d
 
 
@@ -207,6 +210,8 @@ def test_bad_flags_are_errors(tmp_path, tokdir, capsys):
         assert tag.main(base + extra) == 2
         assert msg in capsys.readouterr().err
     assert tag.main(base[:-1] + [str(tmp_path / "o.txt")]) == 2
+    assert tag.main(["--model", str(tmp_path / "nope"), *base[2:]]) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err
 
 
 # -- what gets written -------------------------------------------------------------------------

@@ -1,0 +1,28 @@
+"""thinkrl-tag with several vLLM engines as Ray actors (--engines 2) writes exactly what one
+in-process engine writes: a prompt's samples depend on its own seeds, not on the engine or the
+shard it lands on. Uses the bigram "noisy oracle" checkpoint from test_tag_engine.py."""
+
+from __future__ import annotations
+
+import pytest
+from test_tag_engine import ENGINE_FLAGS, build_oracle_checkpoint, rows_with_sevens, write_jsonl
+
+from prompts import tag
+from prompts.tag_io import read_output
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_ray_engines_match_one_local_engine(tmp_path, capsys):
+    oracle = build_oracle_checkpoint(tmp_path / "oracle")
+    inp = write_jsonl(tmp_path / "in.jsonl", rows_with_sevens(30))
+    common = ["--model", str(oracle), "--input", str(inp), *ENGINE_FLAGS, "--samples", "6", "--guess-tries", "3",
+              "--chunk-size", "8", "--seed", "11", "--no-progress"]
+    ray_out, local_out = tmp_path / "ray.jsonl", tmp_path / "local.jsonl"
+    assert tag.main([*common, "--output", str(ray_out), "--engines", "2", "--cpu-threads", "1"]) == 0
+    assert tag.main([*common, "--output", str(local_out)]) == 0
+    rows = read_output(ray_out)
+    assert len(rows) == 30 and ray_out.read_bytes() == local_out.read_bytes()
+    assert all(r["pass_rate"] == 0.0 for r in rows if r["answer"] != "7")
+    assert 0.25 <= sum(r["pass_rate"] for r in rows if r["answer"] == "7") / 15 <= 0.75
+    assert "prompts/s" in capsys.readouterr().out
