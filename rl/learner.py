@@ -22,7 +22,7 @@ import torch
 from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
 from rl.mirror_descent import MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
 from rl.modeling import load_policy, load_tokenizer, packed_token_logprobs, save_hf
-from rl.packing import PackedBatch, Sample, pack_by_budget
+from rl.packing import PackedBatch, Sample, pack, pack_by_budget, plan_bins
 
 
 @dataclass
@@ -42,32 +42,47 @@ def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
     return [groups[bounds[i] : bounds[i + 1]] for i in range(m)]
 
 
+def shard_groups(minibatches: list[list[int]], group_episodes: dict[int, list[Episode]],
+                 num_ranks: int) -> list[list[list[Episode]]]:
+    """Each learner rank's share of every mini-batch: whole prompt groups, dealt round-robin
+    (group gi of a mini-batch goes to rank gi % num_ranks). `per_rank[r][m]` is rank r's
+    episodes of mini-batch m (possibly empty: every rank still takes part in every step)."""
+    per_rank: list[list[list[Episode]]] = [[[] for _ in minibatches] for _ in range(num_ranks)]
+    for m, groups in enumerate(minibatches):
+        for gi, g in enumerate(groups):
+            per_rank[gi % num_ranks][m].extend(group_episodes[g])
+    return per_rank
+
+
 def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int) -> list[PackedBatch]:
-    """Micro-batches that never split a prompt group (the loss's baseline is per group).
-    A group larger than the budget becomes a micro-batch of its own."""
+    """Micro-batches that never split a prompt group (the loss's baseline and 1/k weights are
+    per group). Groups are added to a micro-batch while its samples, packed first-fit-decreasing
+    into rows of `row_tokens`, fit in max_tokens // row_tokens rows; a group that needs more
+    rows on its own becomes a micro-batch of its own. Every micro-batch is one `PackedBatch`."""
+    if row_tokens > max_tokens:
+        raise ValueError(f"row_tokens {row_tokens} > max_tokens {max_tokens}")
+    samples = [
+        Sample(e.prompt_ids + e.response_ids, [False] * len(e.prompt_ids) + [True] * len(e.response_ids), i)
+        for i, e in enumerate(episodes)
+    ]
     by_group: dict[int, list[int]] = {}
     for i, e in enumerate(episodes):
         by_group.setdefault(e.group, []).append(i)
-    batches, current, size = [], [], 0
+
+    def rows(idxs: list[int]) -> list[list[int]]:
+        return [[idxs[k] for k in b] for b in plan_bins([len(samples[i].ids) for i in idxs], row_tokens)]
+
+    max_rows = max(1, max_tokens // row_tokens)
+    batches: list[list[int]] = []
+    current: list[int] = []
     for idxs in by_group.values():
-        g_tokens = sum(len(episodes[i].prompt_ids) + len(episodes[i].response_ids) for i in idxs)
-        if current and size + g_tokens > max_tokens:
+        if current and len(rows(current + idxs)) > max_rows:
             batches.append(current)
-            current, size = [], 0
-        current.extend(idxs)
-        size += g_tokens
+            current = []
+        current = current + idxs
     if current:
         batches.append(current)
-    out = []
-    for idxs in batches:
-        samples = [
-            Sample(episodes[i].prompt_ids + episodes[i].response_ids,
-                   [False] * len(episodes[i].prompt_ids) + [True] * len(episodes[i].response_ids), i)
-            for i in idxs
-        ]
-        budget = max(max_tokens, sum(len(s.ids) for s in samples))
-        out.extend(pack_by_budget(samples, budget, row_tokens))
-    return out
+    return [pack([[samples[i] for i in row] for row in rows(idxs)]) for idxs in batches]
 
 
 def reset_optimizer_state(engine) -> None:
@@ -160,6 +175,8 @@ class Learner:
                  "engine_ref_seqs": 0, "sequences": 0}
         world = self.dist.world_size
         for m, eps in enumerate(minibatches):
+            if num_groups[m] == 0:  # no group anywhere (all prompts too long or filtered): no step
+                continue
             rewards_ok = all(math.isfinite(e.reward) for e in eps)
             bad = torch.tensor(0.0 if rewards_ok else 1.0)
             if world > 1:
@@ -168,6 +185,11 @@ class Learner:
                 stats["skipped_steps"] += 1
                 continue
             nonfinite = False
+            if not eps:
+                # Fewer groups than ranks: this rank still joins the step's gradient reduction
+                # (DeepSpeed cannot step a rank that ran no backward), with an all-zero gradient.
+                zero = sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * 0.0
+                self.engine.backward(zero, scale_wrt_gas=False)
             for mb in pack_groups(eps, self.tokens_per_microbatch, self.row_tokens) if eps else []:
                 seq_logp, ent_T = self._sequence_logps(mb, with_entropy=True)
                 batch_eps = [eps[i] for i in mb.indices]
@@ -193,7 +215,7 @@ class Learner:
                 # DeepSpeed averages gradients over ranks; the loss is already a global-sum share.
                 self.engine.backward(out.loss * world, scale_wrt_gas=False)
                 n = len(batch_eps)
-                stats["loss"] += float(out.loss)
+                stats["loss"] += float(out.loss.detach())
                 stats["kl_k1"] += float(out.metrics["kl_k1"]) * n
                 stats["kl_k3"] += float(out.metrics["kl_k3"]) * n
                 stats["sequences"] += n
