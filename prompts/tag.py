@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: per row, '####' -> gsm8k, '\\boxed' -> last box, else raw")
     g.add_argument("--verifier", default=None,
                    help="Verifier for every row (default: the row's own, else 'integer' for gsm8k answers, else 'math')")
+    g.add_argument("--known-difficulty-field", default="difficulty",
+                   help="Field with a known difficulty label (e.g. MATH 'level'): kept as metadata "
+                        "known_difficulty, and the summary reports its rank correlation with the pass rate")
     g.add_argument("--split", default=None, help="Split of a saved DatasetDict")
     g.add_argument("--limit", type=int, default=None, help="Only the first N usable rows of the input")
     g.add_argument("--on-bad-row", choices=("fail", "skip"), default="fail",
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine-timeout", type=float, default=3600.0, help="Seconds one chunk may take on Ray engines")
     g.add_argument("--verify-workers", type=int, default=2)
     g.add_argument("--verify-timeout", type=float, default=5.0, help="Seconds per verification")
+    g.add_argument("--require-think", action="store_true",
+                   help="Score a response only if it closes </think> (as the RL run does with require_think); "
+                        "without it the verifiers also read an answer from unformatted text, e.g. its last number")
     return p
 
 
@@ -182,7 +188,7 @@ def _settings(args: argparse.Namespace, tokenizer: Any, rule_names: list[str]):
         guess_min_hits=args.guess_min_hits, domain_keys=_names(args.domain_keys),
         domain_fallback=args.domain_fallback,
         domain_rules=str(Path(args.domain_rules).resolve()) if args.domain_rules else "built-in",
-        domain_labels=labels, default_domain=args.default_domain,
+        domain_labels=labels, default_domain=args.default_domain, require_think=args.require_think,
     )
 
 
@@ -253,10 +259,10 @@ class _Progress:
             self.bar.stop()
 
 
-def make_scorer(num_workers: int, timeout_s: float) -> Any:
+def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False) -> Any:
     """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`).
     Accepts both constructor forms the adapter has had: `Scorer(VerifierConfig)` and the earlier
-    `Scorer(num_workers=, timeout_s=)`."""
+    `Scorer(num_workers=, timeout_s=)` (which always required </think>)."""
     import inspect
 
     from rl.scoring import Scorer
@@ -265,7 +271,7 @@ def make_scorer(num_workers: int, timeout_s: float) -> Any:
         return Scorer(num_workers=num_workers, timeout_s=timeout_s)
     from rl.rewards import VerifierConfig
 
-    return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s))
+    return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s, require_think=require_think))
 
 
 def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
@@ -282,7 +288,8 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     err = Console(stderr=True)
     _check_args(args)
     out = Path(args.output)
-    fm = FieldMap(args.prompt_field, args.answer_field, args.id_field, args.answer_format, args.verifier)
+    fm = FieldMap(args.prompt_field, args.answer_field, args.id_field, args.answer_format, args.verifier,
+                  args.known_difficulty_field)
     rules = load_rules(args.domain_rules)
     good, bad = load_rows(args.input, fm, args.split)
     stats = RunStats(input_rows=len(good) + len(bad))
@@ -351,7 +358,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
         stats.engine_start_s = time.perf_counter() - t0
         progress = _Progress(sum(len(c) for c in todo), err, not args.no_progress)
         try:
-            with make_scorer(args.verify_workers, args.verify_timeout) as scorer:
+            with make_scorer(args.verify_workers, args.verify_timeout, s.require_think) as scorer:
                 tagger.backend, tagger.scorer = backend, scorer
                 t_start = time.perf_counter()
                 for chunk in todo:

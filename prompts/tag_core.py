@@ -3,9 +3,10 @@
 Per prompt (k1.5 §2.4 and §2.1):
 
 - difficulty: k samples at temperature T from the checkpoint, each scored by the row's verifier;
-  `pass_rate` = correct / k, `difficulty` = the pass-rate bucket (1 = easiest; a pass rate below
-  more thresholds is harder), metadata `num_samples`, `response_len_mean` (tokens) and
-  `num_truncated` (samples that hit max_tokens: a pass rate from truncated samples is a floor).
+  `pass_rate` = passing samples (score >= 0.5) / k, `difficulty` = the pass-rate bucket
+  (1 = easiest; a pass rate below more thresholds is harder), metadata `num_samples`,
+  `response_len_mean` (tokens) and `num_truncated` (samples that hit max_tokens: a pass rate
+  from truncated samples is a floor).
 - hack-proneness: N answer-only tries (the question in an "answer only" template, plus a
   prefilled empty think block for models that think), scored by the same verifier; metadata
   `guess_tries`, `guess_hits`, `guessable` (= guess_hits >= guess_min_hits; k1.5 drops a prompt
@@ -35,6 +36,9 @@ GUESS_TEMPLATE = (
     "{question}\n\nAnswer immediately with only the final answer in \\boxed{}. Do not show any reasoning."
 )
 EMPTY_THINK = "<think>\n</think>\n"
+# A sample counts as a pass at score >= 0.5, as in the samplers' pass-rate tracker (its default
+# success_threshold), so a tagged pass rate and a tracked one mean the same thing.
+SUCCESS = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class TagSettings:
     domain_labels: tuple[str, ...] = ()
     default_domain: str = "other"
     domain_max_tokens: int = 16
+    require_think: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -181,7 +186,7 @@ class Tagger:
         result, pos = [], 0
         for i, row in enumerate(rows):
             n = len(outs[i])
-            hits = sum(x >= 1.0 for x in scores[pos : pos + n])
+            hits = sum(x >= SUCCESS for x in scores[pos : pos + n])
             pos += n
             meta = dict(row.metadata)
             meta["num_samples"] = n
@@ -191,7 +196,7 @@ class Tagger:
         if s.guess_tries > 0:
             for i, (row, _, meta) in enumerate(result):
                 n = len(outs[guess_at + i])
-                g = sum(x >= 1.0 for x in scores[pos : pos + n])
+                g = sum(x >= SUCCESS for x in scores[pos : pos + n])
                 pos += n
                 meta.update(guess_tries=n, guess_hits=g, guessable=g >= s.guess_min_hits)
         for j, i in enumerate(classify):
@@ -233,6 +238,29 @@ class RunStats:
     other_s: float = 0.0
 
 
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (ties get average ranks); None when either side is constant."""
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
+
+
 def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStats) -> dict[str, Any]:
     rows = kept + dropped
     by_bucket: dict[int, list[float]] = defaultdict(list)
@@ -243,12 +271,17 @@ def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStat
     rates = [r["pass_rate"] for r in rows]
     guess = [r for r in rows if (r.get("metadata") or {}).get("guessable")]
     work = st.generate_s + st.verify_s + st.other_s
+    known = [(r["pass_rate"], (r.get("metadata") or {}).get("known_difficulty")) for r in rows]
+    known = [(p, k) for p, k in known if isinstance(k, (int, float)) and not isinstance(k, bool)]
+    rho = spearman([p for p, _ in known], [k for _, k in known]) if len(known) >= 3 else None
     return {
         "rows_tagged": len(rows),
         "rows_written": len(kept),
         "rows_dropped_guessable": len(dropped),
         "mean_pass_rate": sum(rates) / len(rates) if rates else None,
         "guessable": len(guess),
+        # agreement with a known label: should be clearly negative (harder -> lower pass rate)
+        "spearman_pass_rate_vs_known_difficulty": None if rho is None else {"rho": rho, "n": len(known)},
         "buckets": {
             str(b): {"pass_rate_range": bucket_label(b, s.thresholds), "count": len(v), "mean_pass_rate": sum(v) / len(v)}
             for b, v in sorted(by_bucket.items())
@@ -304,6 +337,9 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         f"this run: {run['tagged']} tagged, {run['already_done']} already done, {run['bad_rows']} bad rows skipped, "
         f"excluded {sum(run['excluded'].values())} {dict(run['excluded']) or ''}".rstrip(),
     ]
+    sp = summary["spearman_pass_rate_vs_known_difficulty"]
+    if sp is not None:
+        lines.append(f"Spearman rho(pass rate, known difficulty): {sp['rho']:.3f} over {sp['n']} prompts")
     if run["tagged"]:
         lines.append(
             f"throughput: {run['prompts_per_s']} prompts/s over {run['wall_s']} s (engine start {run['engine_start_s']} s"

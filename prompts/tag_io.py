@@ -17,8 +17,10 @@ and are named by row number. Field names are mapped (`FieldMap`):
     verifier `FieldMap.verifier` if set, else the row's own `verifier`, else "integer" for
              gsm8k-format answers and "math" otherwise.
 
-A known `difficulty` label in the input is moved to metadata["known_difficulty"] (the output's
-`difficulty` is the tagged bucket); every other unmapped field is kept in `metadata`.
+A known difficulty label (`FieldMap.known_difficulty_field`, default the row's `difficulty`; e.g.
+MATH's `level`, "Level 3" -> 3) is copied to metadata["known_difficulty"], as an int where one can
+be read from it, and never overwritten: the output's `difficulty` is the tagged bucket. Every other
+unmapped field is kept in `metadata`.
 
 Output. Finished rows are appended a chunk at a time (one write, flush, fsync), so a killed
 run loses at most the chunk in flight. JSONL output is its own progress file; parquet output
@@ -50,6 +52,7 @@ class FieldMap:
     id_field: str | None = None  # None: "id" when the row has one, else "<stem>-<index>"
     answer_format: str = "auto"
     verifier: str | None = None  # None: the row's own, else by answer format
+    known_difficulty_field: str = "difficulty"
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,21 @@ def _answer(value: Any, fmt: str) -> tuple[str, str]:
     return ans, fmt
 
 
+def _level(value: Any) -> Any:
+    """An int from a label like 3, "3" or "Level 3"; anything else is kept as it is."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\D*?(-?\d+)\D*", value.strip())
+        if m:
+            return int(m.group(1))
+    return value
+
+
 def map_row(raw: dict[str, Any], index: int, stem: str, fm: FieldMap) -> PromptRow:
     """One raw row as a `PromptRow` under the field map. Raises ValueError with a reason."""
     prompt = raw.get(fm.prompt_field)
@@ -196,8 +214,11 @@ def map_row(raw: dict[str, Any], index: int, stem: str, fm: FieldMap) -> PromptR
     meta.update(raw.get("metadata") or {})
     if fmt in ("boxed", "gsm8k"):
         meta.setdefault("solution", raw[fm.answer_field])
-    if raw.get("difficulty") is not None:
-        meta.setdefault("known_difficulty", raw["difficulty"])
+    known = raw.get(fm.known_difficulty_field)
+    if known is None and fm.known_difficulty_field != "difficulty":
+        known = (raw.get("metadata") or {}).get(fm.known_difficulty_field)
+    if known is not None:
+        meta.setdefault("known_difficulty", _level(known))
     verifier = fm.verifier or raw.get("verifier") or ("integer" if fmt == "gsm8k" else "math")
     domain = raw.get("domain")
     fields = {

@@ -412,6 +412,41 @@ def test_exclude_types(tmp_path, tokdir):
     assert excluded_type(row, ("multiple_choice",)) == "multiple_choice" and excluded_type(row, ("proof",)) is None
 
 
+def test_spearman_matches_scipy_and_summary_reports_it(tmp_path, tokdir):
+    from scipy.stats import spearmanr
+
+    from prompts.tag_core import spearman
+
+    rng = random.Random(0)
+    for _ in range(20):
+        x = [rng.choice([0.0, 0.1, 0.5, 0.9, 1.0]) for _ in range(30)]
+        y = [rng.randint(1, 5) for _ in range(30)]
+        assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+    inp, out = write_jsonl(tmp_path / "in.jsonl", arith_rows(30)), tmp_path / "out.jsonl"
+    s = tag.run(args_for(tokdir, inp, out), backend=FakeBackend(_tok(tokdir)))
+    got = read_output(out)
+    want = spearmanr([r["pass_rate"] for r in got], [r["metadata"]["known_difficulty"] for r in got]).statistic
+    sp = s["spearman_pass_rate_vs_known_difficulty"]
+    assert sp["n"] == 30 and sp["rho"] == pytest.approx(want) and sp["rho"] < -0.5  # the fake gets worse with digits
+
+
+def test_known_difficulty_from_another_field():
+    fm = FieldMap("problem", "solution", known_difficulty_field="level")
+    row = map_row({"problem": "p", "solution": "\\boxed{1}", "level": "Level 4"}, 0, "s", fm)
+    assert row.metadata["known_difficulty"] == 4 and row.metadata["level"] == "Level 4"
+    odd = map_row({"problem": "p", "solution": "\\boxed{1}", "level": "Level ?"}, 0, "s", fm)
+    assert odd.metadata["known_difficulty"] == "Level ?"
+
+
+def test_require_think_stops_bare_numbers_from_passing():
+    row = PromptRow.model_validate({"id": "x", "prompt": [{"role": "user", "content": "q"}], "answer": "2"})
+    texts = ["noise 2", "<think>\nhm\n</think>\n\\boxed{2}"]
+    with tag.make_scorer(1, 5.0) as lenient, tag.make_scorer(1, 5.0, require_think=True) as strict:
+        assert lenient.score([row, row], texts) == [1.0, 1.0]  # the verifier's last-number fallback
+        assert strict.score([row, row], texts) == [0.0, 1.0]
+
+
 def test_buckets_and_shards():
     th = (0.8, 0.6, 0.4, 0.2)
     assert [bucket_of(p, th) for p in (1.0, 0.8, 0.79, 0.6, 0.5, 0.4, 0.2, 0.1, 0.0)] == [1, 1, 2, 2, 3, 3, 4, 5, 5]
