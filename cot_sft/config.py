@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rl.dist import DeepSpeedConfig
 from rollout.engine import EngineConfig
@@ -53,6 +55,15 @@ class SFTEval(_Strict):
         default_factory=lambda: EngineConfig(model="<set at run time>", kv_cache_gib=0.5),
         description="vLLM settings for the eval engine (`model` is set to the trained checkpoint)",
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _model_set_at_run_time(cls, v: Any) -> Any:
+        # `model` is required by EngineConfig but is the trained checkpoint here: an `engine:`
+        # section (or `--set eval.engine.kv_cache_gib=...`) need not name it.
+        if isinstance(v, dict) and "model" not in v:
+            return {**v, "model": "<set at run time>"}
+        return v
 
 
 class SFTConfig(_Strict):

@@ -22,7 +22,9 @@ class ConfigError(ValueError):
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:
-        d = d.setdefault(k, {})
+        if d.get(k) is None:  # absent, or an empty `section:` in YAML
+            d[k] = {}
+        d = d[k]
         if not isinstance(d, dict):
             raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
     d[keys[-1]] = value
@@ -37,24 +39,36 @@ def load_config(model: type[T], path: str | Path | None, overrides: list[str] | 
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"{p}: config file not found")
-        raw = yaml.safe_load(p.read_text()) or {}
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}")
+    from_cli: set[str] = set()
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value")
         key, value = ov.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {ov!r}: the value is not valid YAML (quote strings)") from None
+        _set_dotted(raw, key.strip(), parsed)
+        from_cli.add(key.strip())
     try:
         return model.model_validate(raw)
     except ValidationError as e:
         msgs = []
         for err in e.errors():
             key = ".".join(str(x) for x in err["loc"])
+            src = " (from --set)" if any(key == k or key.startswith(k + ".") for k in from_cli) else ""
             if err["type"] == "extra_forbidden":
-                msgs.append(f"unknown key '{key}'")
+                msgs.append(f"unknown key '{key}'{src}")
             else:
-                msgs.append(f"key '{key}': {err['msg']}")
+                msgs.append(f"key '{key}'{src}: {err['msg']}")
         raise ConfigError(f"{where}: " + "; ".join(msgs)) from None
 
 

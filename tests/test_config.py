@@ -1,0 +1,160 @@
+"""Typed YAML configs with `--set a.b=value` overrides (rl/configio.py), on the real SFT schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cot_sft.config import SFTConfig
+from rl.configio import ConfigError, dump_config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = """\
+run_name: t
+build_tiny:
+  seed: 3
+data:
+  train_file: rows.jsonl
+train:
+  max_steps: 10
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_valid_file_and_defaults(tmp_path):
+    cfg = load_config(SFTConfig, write(tmp_path, BASE))
+    assert cfg.run_name == "t" and cfg.build_tiny.seed == 3 and cfg.data.train_file == "rows.jsonl"
+    assert cfg.train.max_steps == 10
+    assert cfg.train.row_tokens == 1024 and cfg.optim.zero_stage == 1  # untouched defaults
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ("learning_rate: 0.1\n", "learning_rate"),                       # top level
+        ("optim:\n  lr: 0.1\n  warmup: 5\n", "optim.warmup"),            # nested
+        ("eval:\n  engine:\n    kv_cache: 1\n", "eval.engine.kv_cache"),  # two levels down
+    ],
+)
+def test_unknown_key_names_file_and_dotted_key(tmp_path, extra, key):
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ")
+    assert f"unknown key '{key}'" in msg
+
+
+def test_typo_inside_section_is_not_silently_dropped(tmp_path):
+    # `max_step` instead of `max_steps`: the default (400) must not quietly win.
+    path = write(tmp_path, BASE.replace("max_steps", "max_step"))
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.max_step'"):
+        load_config(SFTConfig, path)
+
+
+@pytest.mark.parametrize(
+    "yaml_text, key, why",
+    [
+        (BASE.replace("max_steps: 10", "max_steps: many"), "train.max_steps", "valid integer"),
+        (BASE.replace("max_steps: 10", "max_steps: 0"), "train.max_steps", "greater than 0"),
+        (BASE + "optim:\n  zero_stage: 5\n", "optim.zero_stage", "0, 1, 2 or 3"),
+        (BASE + "eval:\n  engine:\n    dtype: int8\n", "eval.engine.dtype", "bfloat16"),
+        (BASE.replace("  train_file: rows.jsonl\n", "  max_seq_len: 64\n"), "data.train_file", "required"),
+    ],
+)
+def test_wrong_value_names_the_key(tmp_path, yaml_text, key, why):
+    path = write(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and f"key '{key}'" in msg and why in msg
+
+
+def test_every_error_is_reported_at_once(tmp_path):
+    path = write(tmp_path, BASE + "optim:\n  lr: -1\n  lrr: 1\n")
+    msg = str(pytest.raises(ConfigError, load_config, SFTConfig, path).value)
+    assert "key 'optim.lr'" in msg and "unknown key 'optim.lrr'" in msg
+
+
+def test_overrides(tmp_path):
+    path = write(tmp_path, BASE)
+    cfg = load_config(
+        SFTConfig,
+        path,
+        [
+            "train.max_steps=25",           # int, replaces the file's 10
+            "optim.lr=3e-4",                # float (PyYAML reads "3e-4" as a string; pydantic converts)
+            "optim.bf16=false",             # bool
+            "train.time_budget_s=null",     # null
+            "run_name=exp-7",               # string
+            "eval.engine.kv_cache_gib=0.25",  # creates eval.engine (its model is set at run time)
+            "data.max_examples=100",
+            "data.max_examples=200",        # the last override wins
+        ],
+    )
+    assert cfg.train.max_steps == 25 and cfg.train.warmup_steps == 20
+    assert cfg.optim.lr == pytest.approx(3e-4) and cfg.optim.bf16 is False
+    assert cfg.train.time_budget_s is None and cfg.run_name == "exp-7"
+    assert cfg.eval.engine.kv_cache_gib == 0.25
+    assert cfg.data.max_examples == 200 and cfg.data.train_file == "rows.jsonl"
+
+
+def test_override_into_empty_yaml_section(tmp_path):
+    # `eval:` with nothing under it is None in YAML; an override must still be able to fill it.
+    cfg = load_config(SFTConfig, write(tmp_path, BASE + "eval:\n"), ["eval.num_prompts=7"])
+    assert cfg.eval.num_prompts == 7
+
+
+def test_override_without_a_file():
+    cfg = load_config(SFTConfig, None, ["data.train_file=x.jsonl", "build_tiny.hidden_size=64"])
+    assert cfg.data.train_file == "x.jsonl" and cfg.build_tiny.hidden_size == 64
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("train.max_stepz=3", r"unknown key 'train\.max_stepz' \(from --set\)"),
+        ("train.max_steps=abc", r"key 'train\.max_steps' \(from --set\): Input should be a valid integer"),
+        ("train.max_steps", r"override 'train\.max_steps': expected key=value"),
+        ("data.train_file.x=1", r"'train_file' is not a section"),
+        ("optim.betas=[0.9", r"override 'optim\.betas=\[0\.9': the value is not valid YAML"),
+    ],
+)
+def test_bad_overrides(tmp_path, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(SFTConfig, write(tmp_path, BASE), [override])
+
+
+def test_bad_files(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=f"{missing}: config file not found"):
+        load_config(SFTConfig, missing)
+    listy = write(tmp_path, "- a\n- b\n", "list.yaml")
+    with pytest.raises(ConfigError, match=f"{listy}: top level must be a mapping"):
+        load_config(SFTConfig, listy)
+    broken = write(tmp_path, "run_name: t\ndata:\n  train_file: [a\n", "broken.yaml")
+    with pytest.raises(ConfigError, match=rf"{broken}:\d+: invalid YAML"):
+        load_config(SFTConfig, broken)
+    bad_indent = write(tmp_path, "run_name: t\n data: 1\n", "indent.yaml")
+    with pytest.raises(ConfigError, match=rf"{bad_indent}:2: invalid YAML"):
+        load_config(SFTConfig, bad_indent)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(SFTConfig, write(tmp_path, BASE), ["optim.lr=0.002", "eval.file=e.jsonl"])
+    out = tmp_path / "run" / "sft_config.yaml"
+    dump_config(cfg, out)
+    assert load_config(SFTConfig, out) == cfg
+
+
+def test_shipped_demo_config_validates():
+    cfg = load_config(SFTConfig, REPO / "experiments/configs/sft_demo.yaml")
+    assert cfg.build_tiny is not None and cfg.data.generate_arith
+    assert cfg.train.row_tokens <= cfg.train.tokens_per_microbatch <= cfg.train.tokens_per_step
