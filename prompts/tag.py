@@ -197,7 +197,7 @@ def _sidecar(out: Path) -> Path:
 
 
 def _dropped_path(out: Path) -> Path:
-    return out.with_name(out.name.split(".")[0] + ".guessable.jsonl")
+    return out.with_name(out.with_suffix("").name + ".guessable.jsonl")
 
 
 def _check_resume(out: Path, settings_json: dict[str, Any], field_map: dict[str, Any]) -> None:
@@ -307,14 +307,16 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
         KINDS = None
     usable = []
     for where, row in good:
-        ids = tagger.encode_row(row)
-        if ids.longest() >= s.max_model_len:
-            bad.append(BadRow(where, f"prompt takes {ids.longest()} tokens (counting its answer-only / classifier "
+        # Token ids are only measured here (keeping them would cost GBs on large sets); each chunk
+        # encodes its rows again.
+        longest = tagger.encode_row(row).longest()
+        if longest >= s.max_model_len:
+            bad.append(BadRow(where, f"prompt takes {longest} tokens (counting its answer-only / classifier "
                                      f"versions); --max-model-len {s.max_model_len} leaves no room for a response"))
         elif KINDS is not None and row.verifier not in KINDS:
             bad.append(BadRow(where, f"unknown verifier {row.verifier!r} (one of {', '.join(KINDS)})"))
         else:
-            usable.append((row, ids))
+            usable.append(row)
     stats.bad_rows = len(bad)
     if bad:
         _report_bad(bad)
@@ -322,8 +324,8 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
             raise DataError(f"{len(bad)} bad row(s) in {args.input} (listed above); fix them, map the fields "
                             "(--prompt-field/--answer-field/--id-field/--answer-format), or pass --on-bad-row skip")
     types = _names(args.exclude_types)
-    excluded = [t for t in (excluded_type(r, types) for r, _ in usable) if t] if types else []
-    usable = [(r, i) for r, i in usable if not (types and excluded_type(r, types))]
+    excluded = [t for t in (excluded_type(r, types) for r in usable) if t] if types else []
+    usable = [r for r in usable if not (types and excluded_type(r, types))]
     stats.excluded = count_types(excluded)
 
     if args.overwrite:
@@ -339,7 +341,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     # Chunks are fixed slices of the input order, so a resumed run batches the same prompts
     # together as an uninterrupted one (only a torn chunk's remainder is batched alone).
     chunks = [usable[i : i + cs] for i in range(0, len(usable), cs)]
-    todo = [left for left in ([x for x in c if x[0].id not in done] for c in chunks) if left]
+    todo = [left for left in ([r for r in c if r.id not in done] for c in chunks) if left]
     stats.already_done = len(usable) - sum(len(c) for c in todo)
     if todo:
         from rollout.engine import EngineConfig
@@ -362,7 +364,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
                 tagger.backend, tagger.scorer = backend, scorer
                 t_start = time.perf_counter()
                 for chunk in todo:
-                    rows_out, timing = tagger.tag([r for r, _ in chunk], [i for _, i in chunk])
+                    rows_out, timing = tagger.tag(chunk)
                     keep = [r for r in rows_out if not (args.drop_guessable and r["metadata"].get("guessable"))]
                     drop = [r for r in rows_out if args.drop_guessable and r["metadata"].get("guessable")]
                     output.append(keep, drop)

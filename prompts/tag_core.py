@@ -144,9 +144,10 @@ class Tagger:
             classify = self.encode(classifier_messages(row.question(), list(s.domain_labels)))
         return Encoded(self.encode(row.chat()), guess, classify)
 
-    def tag(self, rows: list[PromptRow], enc: list[Encoded]) -> tuple[list[dict], ChunkTiming]:
+    def tag(self, rows: list[PromptRow]) -> tuple[list[dict], ChunkTiming]:
         s, t = self.s, ChunkTiming()
         t0 = time.perf_counter()
+        enc = [self.encode_row(r) for r in rows]
         budget = s.max_model_len
         jobs: list[Job] = []
         for row, e in zip(rows, enc):

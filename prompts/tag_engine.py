@@ -104,7 +104,7 @@ class TagEngine(VLLMEngine):
 
 class Backend:
     """`engines` == 1: one engine in this process. > 1: that many `TagEngine` Ray actors, jobs
-    split into contiguous shards of roughly equal sample counts."""
+    split into contiguous shards of roughly equal worst-case token counts (n x max_tokens)."""
 
     def __init__(
         self,
@@ -142,7 +142,7 @@ class Backend:
             return self.local.generate_jobs(jobs)
         import ray
 
-        shards = _shard_bounds([j.n for j in jobs], len(self.actors))
+        shards = _shard_bounds([j.n * j.max_tokens for j in jobs], len(self.actors))  # worst-case tokens
         refs = [a.generate_jobs.remote(list(jobs[lo:hi])) for a, (lo, hi) in zip(self.actors, shards) if hi > lo]
         out: list[list[Sample]] = []
         for part in ray.get(refs, timeout=self.timeout_s):

@@ -447,6 +447,25 @@ def test_require_think_stops_bare_numbers_from_passing():
         assert strict.score([row, row], texts) == [0.0, 1.0]
 
 
+def test_progress_bar_and_console_script(capsys):
+    import io
+    import shutil
+    import subprocess
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    bar = tag._Progress(10, Console(file=buf, force_terminal=True, width=120), enabled=True)
+    bar.advance(4)
+    bar.advance(6)
+    bar.close()
+    shown = buf.getvalue()
+    assert "10/10" in shown and "prompts/s" in shown and "ETA" in shown
+    exe = shutil.which("thinkrl-tag") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "thinkrl-tag")
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "--drop-guessable" in res.stdout and "--on-bad-row" in res.stdout
+
+
 def test_buckets_and_shards():
     th = (0.8, 0.6, 0.4, 0.2)
     assert [bucket_of(p, th) for p in (1.0, 0.8, 0.79, 0.6, 0.5, 0.4, 0.2, 0.1, 0.0)] == [1, 1, 2, 2, 3, 3, 4, 5, 5]
