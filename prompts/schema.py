@@ -111,7 +111,10 @@ def row_from_dict(raw: dict[str, Any], where: str) -> PromptRow:
     known = {k: v for k, v in raw.items() if k in _KNOWN}
     extra = {k: v for k, v in raw.items() if k not in _KNOWN}
     if extra:
-        known["metadata"] = {**extra, **(known.get("metadata") or {})}
+        meta = known.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise DataError(f"{where}: field 'metadata' must be an object, got {type(meta).__name__}")
+        known["metadata"] = {**extra, **(meta or {})}
     try:
         return PromptRow.model_validate(known)
     except ValidationError as e:
