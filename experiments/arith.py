@@ -195,8 +195,8 @@ def generate(
     """Deterministic splits with no expression shared between them.
 
     `sft` rows carry a `response` (the CoT trace); `train` is the RL prompt set; `eval` is held out
-    and balanced over the 30 problem kinds (digits x operands x operator mix), so every level is
-    present; levels made of more kinds get more prompts (of 420: 14 at level 1, 84 at levels 3-5).
+    and balanced over the problem kinds (digits x operands x operator mix: equal counts, up to
+    one), so every level is present; levels made of more kinds get more prompts.
     """
     rng = random.Random(seed)
     combos = [(d, m, mix) for d in range(1, MAX_DIGITS + 1) for m in OPERAND_COUNTS for mix in OP_MIXES]
