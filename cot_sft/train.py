@@ -28,8 +28,8 @@ import torch
 
 from cot_sft.config import SFTConfig
 from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
-from prompts.schema import load_prompt_rows
-from rl.configio import dump_config, load_config
+from prompts.schema import DataError, load_prompt_rows
+from rl.configio import ConfigError, dump_config, load_config
 from rl.dist import build_deepspeed, init_distributed
 from rl.modeling import load_policy, load_tokenizer, packed_ce_sum, save_hf
 from rl.packing import pack_by_budget
@@ -43,11 +43,20 @@ def lr_multiplier(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def init_tokenizer(cfg: SFTConfig):
+    """The tokenizer of the starting model, without writing anything: the init checkpoint's own,
+    or the embedded tiny model's (the one `build_tiny_checkpoint` saves), so rows can be
+    tokenized and checked before any output exists."""
+    if cfg.init_checkpoint:
+        return load_tokenizer(cfg.init_checkpoint)
+    from experiments.tiny_model import build_tokenizer
+
+    return build_tokenizer()
+
+
 def prepare_init_checkpoint(cfg: SFTConfig, run_dir: Path) -> Path:
     if cfg.init_checkpoint:
         return Path(cfg.init_checkpoint)
-    if cfg.build_tiny is None:
-        raise ValueError("config: set either 'init_checkpoint' or 'build_tiny'")
     from experiments.tiny_model import build_tiny_checkpoint
 
     spec = cfg.build_tiny
@@ -88,19 +97,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     args = ap.parse_args(argv)
 
-    # -- config and data (everything validated before any training) ------------------------
+    # -- config and data: everything is validated before anything is written or trained --------
     cfg = load_config(SFTConfig, args.config, args.set)
+    if not cfg.init_checkpoint and cfg.build_tiny is None:
+        raise ConfigError(f"{args.config}: set either 'init_checkpoint' or 'build_tiny'")
+    ensure_task_data(cfg)
+    examples = load_sft_rows(cfg.data.train_file)[: cfg.data.max_examples]
+    if cfg.eval.file and not args.no_eval:
+        load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
+    tokenizer = init_tokenizer(cfg)
+    samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len)
+    if not samples:
+        raise DataError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
+    print(f"SFT data: {len(samples)} examples, {dropped} dropped (> {cfg.data.max_seq_len} tokens)")
+
+    # -- outputs start here ------------------------------------------------------------------
     run_dir = Path(cfg.output_dir) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "sft_config.yaml")
-    ensure_task_data(cfg)
-    examples = load_sft_rows(cfg.data.train_file)[: cfg.data.max_examples]
     init_ckpt = prepare_init_checkpoint(cfg, run_dir)
-    tokenizer = load_tokenizer(init_ckpt)
-    samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len)
-    if not samples:
-        raise ValueError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
-    print(f"SFT data: {len(samples)} examples, {dropped} dropped (> {cfg.data.max_seq_len} tokens)")
 
     # -- model and DeepSpeed ---------------------------------------------------------------
     dist = init_distributed()
