@@ -1,31 +1,51 @@
 """thinkrl-tag: tag a prompt set with difficulty, hack-proneness and domain (k1.5 §2.1, §2.4).
 
-    python -m prompts.tag --model runs/cal1/checkpoint --input data/arith/train.jsonl \\
+    python -m prompts.tag --model runs/demo/checkpoint --input data/arith/train.jsonl \
         --output data/arith/train.tagged.jsonl --samples 10 --temperature 1.0 --seed 0
 
-For every prompt: k samples (--samples, default 10) at --temperature from the checkpoint through
-vLLM (--engines N > 1: N engines as Ray actors), scored by the row's verifier (rl.scoring.Scorer)
--> `pass_rate`, `difficulty` (pass-rate bucket, 1 = easiest, by --thresholds), metadata
-`num_samples`, `response_len_mean`, `num_truncated`; N answer-only tries (--guess-tries, default
-8) -> metadata `guess_hits`, `guessable` (--drop-guessable moves those rows out of the output,
-into `<output stem>.guessable.jsonl`); `domain` from metadata, rules or the model. A known
-`difficulty` label in the input is kept as metadata `known_difficulty`. The output rows load as
-`prompts.schema.PromptRow`, so the RL samplers read them directly (curriculum: `difficulty`,
-prioritized / tracker seed: `pass_rate`).
+For every prompt (details in prompts/tag_core.py):
 
-Other inputs: plain-string prompts and other field names are mapped by flags, e.g.
+- k samples (--samples, 10) at --temperature (1.0) through vLLM (--engines N > 1: N engines as
+  Ray actors), each scored by the row's verifier through `rl.scoring.Scorer`;
+- N answer-only tries (--guess-tries, 8): the question in --guess-template, the assistant turn
+  pre-filled with an empty think block, at most --guess-max-tokens (32) tokens;
+- a domain: the row's own, else metadata type/subject/category, else rules or the model.
 
-    # MATH: answer = last \\boxed{} of the solution; `type` becomes the domain, `level` stays in metadata
-    thinkrl-tag --model CKPT --input MATH_test_5000.jsonl --output math.tagged.jsonl \\
-        --prompt-field problem --answer-field solution --id-field idx
-    # GSM8K: answer = the number after '####'; verifier "integer"; ids "test-<row>"
+One output row (a `prompts.schema.PromptRow`, so the RL samplers read the file directly: the
+curriculum sampler `difficulty`, the prioritized sampler and the tracker seed `pass_rate`):
+
+    {"id": "eval-000007", "prompt": [...], "answer": "96", "verifier": "math",
+     "pass_rate": 0.7, "difficulty": 2,        # bucket by --thresholds 0.8,0.6,0.4,0.2: 1 easiest .. 5
+     "domain": "arithmetic",
+     "metadata": {..., "known_difficulty": 2,  # the input's own label, never overwritten
+                  "num_samples": 10, "response_len_mean": 212.4, "num_truncated": 0,
+                  "guess_tries": 8, "guess_hits": 0, "guessable": false, "domain_source": "field"}}
+
+--drop-guessable moves guessable rows to `<output stem>.guessable.jsonl`; --exclude-types
+multiple_choice,true_false,proof leaves those rows out (k1.5 §2.1). The summary table (per
+bucket, per domain, guessable count, mean pass rate, Spearman rho against a known difficulty
+label, prompts/s, generation vs verification time) is printed and saved in `<output>.tag.json`.
+
+Other sets: plain-string prompts and other field names are mapped by flags, e.g.
+
+    # MATH: answer = last \boxed{} of the solution; `type` becomes the domain; level -> known_difficulty
+    thinkrl-tag --model CKPT --input MATH_test_5000.jsonl --output math.tagged.jsonl \
+        --prompt-field problem --answer-field solution --id-field idx --known-difficulty-field level
+    # GSM8K: answer = the number after '####' (--answer-format auto); verifier "integer"; ids "test-<row>"
     thinkrl-tag --model CKPT --input gsm8k/test.jsonl --output gsm8k.tagged.parquet --prompt-field question
+
+Rows without a usable prompt, answer or id, and prompts too long for --max-model-len, are listed
+as `file:line: reason`; --on-bad-row fail (default) stops before any generation, skip goes on.
 
 Resumable: finished chunks (--chunk-size prompts) are appended and fsynced; a re-run with the
 same settings skips every id already in the output (settings are recorded in `<output>.tag.json`
 and a re-run with different ones is refused unless --overwrite). Per-prompt seeds come from
 (--seed, prompt id), so an interrupted-and-resumed run writes what an uninterrupted one does.
 Parquet output is written at the end from a JSONL progress file (`<output>.partial.jsonl`).
+
+Scoring: without --require-think the verifiers also take an answer from unformatted text (e.g.
+its last number), so a weak model's noise can "pass" prompts with one-digit answers; use
+--require-think when the policy is trained to close </think> (and the RL run scores that way).
 """
 
 from __future__ import annotations
