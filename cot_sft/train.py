@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
             }
             log.write(json.dumps(rec) + "\n")
+            log.flush()
             bar.update(task, advance=1, info=f"loss {rec['loss']:.3f}  {rec['tokens_per_s']:.0f} tok/s")
             if tr.time_budget_s and elapsed > tr.time_budget_s:
                 print(f"time budget reached after {step + 1} steps")
