@@ -39,7 +39,7 @@ from rl.checkpoint import latest_checkpoint, load_trainer_state, save_trainer_st
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
-from rl.learner import Episode, Learner, split_minibatches
+from rl.learner import Episode, Learner, shard_groups, split_minibatches
 from rl.metrics import RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     rc = cfg.rollout
     engine_cls = make_rollout_actor(rc.actor_num_cpus, rc.actor_num_gpus)
     engine_cfg = rc.engine.model_copy(update={"model": policy, "seed": cfg.seed})
+    sync_dtype = "float32" if rc.engine.dtype == "auto" else rc.engine.dtype  # auto: the engine casts
     engines = [engine_cls.remote(engine_cfg.model_copy(update={"seed": cfg.seed + i})) for i in range(rc.num_engines)]
     learners = start_learners(cfg, policy)
     if ckpt is not None:
@@ -204,10 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Every rank needs at least one group in every mini-batch (they step in lockstep).
         n_mb = min(cfg.learner.minibatches_per_iteration, len(groups) // n_ranks)
         minibatches = split_minibatches(groups, n_mb) if n_mb else []
-        per_rank = [[[] for _ in minibatches] for _ in range(n_ranks)]
-        for m, mb_groups in enumerate(minibatches):
-            for gi, p in enumerate(mb_groups):
-                per_rank[gi % n_ranks][m].extend(episodes[j] for j in by_prompt[p])
+        per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
         stats = ray.get([
             lr.train_iteration.remote(per_rank[r], [len(g) for g in minibatches], cfg.objective.tau,
                                       cfg.objective.baseline, cfg.objective.ref_logprobs == "engine",
@@ -216,9 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
         ], timeout=cfg.learner.timeout_s)
         times["time_learn_s"] = time.perf_counter() - t
 
-        # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place)
+        # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
+        # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
         t = time.perf_counter()
-        buckets = learners[0].export_weights.remote()
+        buckets = learners[0].export_weights.remote(dtype=sync_dtype)
         ray.get([e.load_weights.remote(buckets) for e in engines], timeout=rc.timeout_s)
         times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
 
