@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rl.dist import DeepSpeedConfig
 from rollout.engine import EngineConfig
@@ -75,3 +75,19 @@ class SFTConfig(_Strict):
     train: SFTTrain = Field(default_factory=SFTTrain)
     optim: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     eval: SFTEval = Field(default_factory=SFTEval)
+
+    @model_validator(mode="after")
+    def _examples_fit_rows(self) -> "SFTConfig":
+        # Checked here, not at the first packed step: a kept example longer than a row, or a row
+        # longer than a micro-batch, would otherwise stop the run after training has started.
+        d, t = self.data, self.train
+        if d.max_seq_len > t.row_tokens:
+            raise ValueError(
+                f"data.max_seq_len ({d.max_seq_len}) > train.row_tokens ({t.row_tokens}): a kept example "
+                "must fit in one packed row"
+            )
+        if t.row_tokens > t.tokens_per_microbatch:
+            raise ValueError(
+                f"train.row_tokens ({t.row_tokens}) > train.tokens_per_microbatch ({t.tokens_per_microbatch})"
+            )
+        return self

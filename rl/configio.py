@@ -67,6 +67,8 @@ def load_config(model: type[T], path: str | Path | None, overrides: list[str] | 
             src = " (from --set)" if any(key == k or key.startswith(k + ".") for k in from_cli) else ""
             if err["type"] == "extra_forbidden":
                 msgs.append(f"unknown key '{key}'{src}")
+            elif not key:  # a check across keys (model validator): its message names them
+                msgs.append(str(err["msg"]).removeprefix("Value error, "))
             else:
                 msgs.append(f"key '{key}'{src}: {err['msg']}")
         raise ConfigError(f"{where}: " + "; ".join(msgs)) from None

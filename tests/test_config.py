@@ -158,3 +158,19 @@ def test_shipped_demo_config_validates():
     cfg = load_config(SFTConfig, REPO / "experiments/configs/sft_demo.yaml")
     assert cfg.build_tiny is not None and cfg.data.generate_arith
     assert cfg.train.row_tokens <= cfg.train.tokens_per_microbatch <= cfg.train.tokens_per_step
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["train.row_tokens=512"], r"data\.max_seq_len \(1024\) > train\.row_tokens \(512\)"),
+        (["data.max_seq_len=512", "train.row_tokens=1024", "train.tokens_per_microbatch=512"],
+         r"train\.row_tokens \(1024\) > train\.tokens_per_microbatch \(512\)"),
+    ],
+)
+def test_sizes_that_cannot_pack_are_config_errors(tmp_path, overrides, match):
+    # Otherwise the first long example would stop the run mid-training (plan_bins / pack_by_budget).
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError, match=rf"^{path}: {match}"):
+        load_config(SFTConfig, path, overrides)
+    assert load_config(SFTConfig, path, ["train.row_tokens=1024", "data.max_seq_len=1024"])  # equal is fine
