@@ -115,9 +115,18 @@ class Learner:
 
     def setup(self, policy: str, ds: DeepSpeedConfig | dict, rank: int, world_size: int, master: str,
               tokens_per_microbatch: int, row_tokens: int, seed: int) -> int:
+        ds = ds if isinstance(ds, DeepSpeedConfig) else DeepSpeedConfig.model_validate(ds)
+        if ds.zero_stage == 3:
+            raise ValueError("ZeRO-3 is not supported by the RL learner yet: export_weights would need to "
+                             "gather the sharded parameters on every rank; use zero_stage 0 or 1")
+        if ds.zero_stage == 2 and world_size > 1:
+            # tests/test_rl_distributed.py: with DeepSpeed 0.19.8's unmanaged accumulation, ZeRO-2 on
+            # 2 ranks updates rank 1's partition wrongly when a step has several backward passes
+            # (world size 2 vs 1 differ by ~2 x lr), so data-parallel invariance does not hold.
+            raise ValueError("ZeRO-2 with several learner ranks gives wrong gradients when a step has "
+                             "several micro-batches (DeepSpeed 0.19.8); use zero_stage 0 or 1")
         self.dist = init_distributed(rank, world_size, master)
         torch.manual_seed(seed)
-        ds = ds if isinstance(ds, DeepSpeedConfig) else DeepSpeedConfig.model_validate(ds)
         self.tokenizer = load_tokenizer(policy)
         self.engine, self.bf16 = build_deepspeed(load_policy(policy), ds)
         self.tokens_per_microbatch = tokens_per_microbatch
@@ -177,20 +186,22 @@ class Learner:
         for m, eps in enumerate(minibatches):
             if num_groups[m] == 0:  # no group anywhere (all prompts too long or filtered): no step
                 continue
+            micro = pack_groups(eps, self.tokens_per_microbatch, self.row_tokens) if eps else []
+            # One collective for two facts: does any rank hold a non-finite reward, and how many
+            # backward passes does the busiest rank need. Every rank runs that many (short ranks
+            # pad with all-zero backwards): a rank with no group of this mini-batch must still
+            # take part in the step, and stages that reduce inside backward pair them up.
             rewards_ok = all(math.isfinite(e.reward) for e in eps)
-            bad = torch.tensor(0.0 if rewards_ok else 1.0)
+            sync = torch.tensor([0.0 if rewards_ok else 1.0, float(len(micro))])
             if world > 1:
-                torch.distributed.all_reduce(bad)
-            if bad.item() > 0:  # skip the whole step on every rank: weights stay as they are
+                torch.distributed.all_reduce(sync, op=torch.distributed.ReduceOp.MAX)
+            if sync[0].item() > 0:  # skip the whole step on every rank: weights stay as they are
                 stats["skipped_steps"] += 1
                 continue
+            n_backward = max(1, int(sync[1].item()))
             nonfinite = False
-            if not eps:
-                # Fewer groups than ranks: this rank still joins the step's gradient reduction
-                # (DeepSpeed cannot step a rank that ran no backward), with an all-zero gradient.
-                zero = sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * 0.0
-                self.engine.backward(zero, scale_wrt_gas=False)
-            for mb in pack_groups(eps, self.tokens_per_microbatch, self.row_tokens) if eps else []:
+            done = 0
+            for mb in micro:
                 seq_logp, ent_T = self._sequence_logps(mb, with_entropy=True)
                 batch_eps = [eps[i] for i in mb.indices]
                 if ref[m] is None:
@@ -214,6 +225,7 @@ class Learner:
                     break
                 # DeepSpeed averages gradients over ranks; the loss is already a global-sum share.
                 self.engine.backward(out.loss * world, scale_wrt_gas=False)
+                done += 1
                 n = len(batch_eps)
                 stats["loss"] += float(out.loss.detach())
                 stats["kl_k1"] += float(out.metrics["kl_k1"]) * n
@@ -222,12 +234,14 @@ class Learner:
                 stats["entropy_sum"] += float(ent_T.sum())
                 stats["entropy_tokens"] += int((mb.seq >= 0).sum())
                 stats["tokens"] += mb.num_tokens
+            for _ in range(n_backward - done):
+                self.engine.backward(self._zero_loss(), scale_wrt_gas=False)
             flag = torch.tensor(1.0 if nonfinite else 0.0)
             if world > 1:
                 torch.distributed.all_reduce(flag)
             if flag.item() > 0:
                 # Drop this step's gradients and keep the weights (logged by the driver).
-                self.engine.zero_grad()
+                self._discard_gradients()
                 stats["skipped_steps"] += 1
                 continue
             self.engine.step()
@@ -237,11 +251,30 @@ class Learner:
         stats["seconds"] = time.perf_counter() - t0
         return stats
 
+    def _discard_gradients(self) -> None:
+        """Drop the step's accumulated gradients without an optimizer step. At ZeRO-0/1 they sit in
+        param.grad (zero_grad clears them); ZeRO-2 has already reduced them into its partition
+        buffers inside backward, which zero_grad leaves alone (the next step would apply them), so
+        release those the way DeepSpeed's own overflow skip does (zero/stage_1_and_2.py, step)."""
+        self.engine.zero_grad()
+        opt = self.engine.optimizer
+        if hasattr(opt, "averaged_gradients"):
+            release = getattr(opt, "_release_preflattened_grad_buffers", None)
+            if release is not None:
+                release()
+            for buffers in (opt.averaged_gradients, getattr(opt, "all_grad_tensors", {})):
+                for k in list(buffers):
+                    buffers[k] = None
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A loss whose gradient is exactly zero for every trainable parameter."""
+        return sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * 0.0
+
     # -- weights ---------------------------------------------------------------------------
 
     def export_weights(self, bucket_mb: int = 256, dtype: str = "bfloat16") -> list:
         """The policy's weights as byte buckets for `VLLMEngine.load_weights` (rank 0 calls this).
-        ZeRO-3 shards parameters; gather them first (not needed at stages 0-2)."""
+        Stages 0-2 keep full parameters on every rank (setup refuses ZeRO-3)."""
         from rollout.weight_sync import pack_buckets
 
         return pack_buckets(self.engine.module.state_dict().items(), bucket_mb << 20, getattr(torch, dtype))

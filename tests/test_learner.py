@@ -266,22 +266,24 @@ def test_nonfinite_reward_skips_the_step_and_keeps_the_weights(tiny, bad):
     assert len(torch_optimizer(learner).state) == 0  # no optimizer step taken either
 
 
-def test_overflowing_loss_skips_only_its_step_and_leaks_no_gradient(tiny):
+@pytest.mark.parametrize("zero_stage,bf16", [(1, False), (2, False), (1, True), (2, True)])
+def test_overflowing_loss_skips_only_its_step_and_leaks_no_gradient(tiny, zero_stage, bf16):
     """A finite but huge reward makes the loss inf in fp32 after some micro-batches already ran
-    backward. That step is dropped (gradients zeroed, weights kept); the next mini-batch trains as
-    if the bad one had never been there."""
+    backward. That step is dropped (gradients discarded, weights kept); the next mini-batch trains
+    as if the bad one had never been there. ZeRO-2 reduces gradients inside backward and bf16
+    accumulates them in fp32 buffers: neither may carry them into the next step."""
     bad_eps = make_episodes(2, 3, seed=9)
     bad_eps[4].reward = 1e30  # group 1; (1e30)^2 overflows float32
     good = make_episodes(2, 3, seed=10)
     good = [Episode(e.group + 10, e.prompt_ids, e.response_ids, e.reward, 0.0) for e in good]
 
-    # 100-token budget: each group is its own micro-batch, so group 0 runs backward first.
-    a = make_learner(tiny, tokens_per_microbatch=128, row_tokens=128)
+    # 128-token budget: each group is its own micro-batch, so group 0 runs backward first.
+    a = make_learner(tiny, tokens_per_microbatch=128, row_tokens=128, zero_stage=zero_stage, bf16=bf16)
     assert len(pack_groups(bad_eps, 128, 128)) == 2
     stats = train(a, [bad_eps, good])
     assert stats["skipped_steps"] == 1 and stats["steps"] == 1
 
-    b = make_learner(tiny, tokens_per_microbatch=128, row_tokens=128)
+    b = make_learner(tiny, tokens_per_microbatch=128, row_tokens=128, zero_stage=zero_stage, bf16=bf16)
     train(b, [good])
     assert max_weight_change(weights(b), a) < 1e-6
 
