@@ -136,7 +136,7 @@ class Tagger:
         return tuple(self.tok.encode(render_chat(self.tok, messages, True) + prefill, add_special_tokens=False))
 
     def encode_row(self, row: PromptRow) -> Encoded:
-        """Token ids of every prompt the row needs (done once, when the input is checked)."""
+        """Token ids of every prompt the row needs (measured up front, encoded again per chunk)."""
         s = self.s
         guess = self.encode(guess_messages(row, s.guess_template), s.guess_prefill) if s.guess_tries else None
         classify = None
