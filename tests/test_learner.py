@@ -254,6 +254,21 @@ def test_empty_response_is_a_finite_zero_logprob_episode(tiny):
     assert math.isfinite(stats["loss"]) and stats["steps"] == 1
 
 
+def test_empty_generation_is_scored_zero():
+    """What the driver does with an empty response (EOS first): the verifier scores it 0, with a
+    reason, and the reward is 0 -- no crash, no NaN."""
+    from prompts.schema import row_from_dict
+    from rl.rewards import VerifierConfig
+    from rl.scoring import Scorer
+
+    row = row_from_dict({"id": "r0", "prompt": [{"role": "user", "content": "Compute 2+3"}], "answer": "5"}, "test")
+    with Scorer(VerifierConfig(num_workers=1)) as scorer:
+        results = scorer.score_detailed([row, row], ["", "<think>2+3=5</think> \\boxed{5}"])
+        rewards = scorer.rewards(results)
+    assert [r.score for r in results] == [0.0, 1.0] and rewards == [0.0, 1.0]
+    assert results[0].reason and results[0].reason != results[1].reason
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nonfinite_reward_skips_the_step_and_keeps_the_weights(tiny, bad):
     learner = make_learner(tiny)

@@ -1,0 +1,158 @@
+"""`rl/train.py` end to end under `ray job submit` on a real local Ray head (issue 5).
+
+One head (`ray start --block`, dashboard on 127.0.0.1, own temp dir and ports, token auth; see
+tests/ray_local.py) serves two jobs, submitted the way experiments/demo.sh submits them:
+
+1. a 2-iteration run with `checkpoint_every: 1` and `data.max_prompt_tokens` below the length
+   of ~40% of the arithmetic prompts: the job SUCCEEDS, metrics.jsonl has 2 rows, the too-long
+   prompts are skipped and counted (`prompts_too_long`), never sent to the engine;
+2. `--resume --set iterations=3` on the same run: continues at iteration 2 from the last
+   checkpoint, metrics.jsonl has 3 rows.
+
+Paths in the config are relative and resolved against `--base-dir`, as in the demo. The policy is
+the random tiny model (rewards are all 0; the loop, not learning, is under test here).
+
+    pytest tests/test_rl_e2e.py -m integration -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from ray_local import RAY, RayNode, ensure_auth_token, free_port, http_up, port_open, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+EXCLUDES = [".venv", "runs", "data", "checkpoints", ".git", "*.egg-info", "__pycache__"]
+PROMPTS = 6
+SAMPLES = 2
+MAX_PROMPT_TOKENS = 34  # arithmetic prompts are 30-41 tokens: about 40% are longer
+
+CONFIG = f"""
+run_name: e2e
+output_dir: runs
+policy: tiny
+seed: 0
+iterations: 2
+prompts_per_iteration: {PROMPTS}
+checkpoint_every: 1
+tensorboard: false
+samples_to_log: 2
+data:
+  train_file: arith/train.jsonl
+  eval_file: arith/eval.jsonl
+  max_prompt_tokens: {MAX_PROMPT_TOKENS}
+rollout:
+  num_engines: 1
+  actor_num_cpus: 1
+  timeout_s: 600
+  engine: {{model: "<policy>", kv_cache_gib: 0.25, max_model_len: 512, cpu_threads: 1}}
+  sampling: {{n: {SAMPLES}, temperature: 1.0, max_tokens: 32}}
+learner:
+  num_ranks: 1
+  actor_num_cpus: 1
+  threads: 1
+  minibatches_per_iteration: 2
+  tokens_per_microbatch: 2048
+  row_tokens: 512
+  timeout_s: 600
+  deepspeed: {{zero_stage: 1, lr: 1.0e-4}}
+reward: {{num_workers: 1}}
+eval: {{every: 0, num_prompts: 4, samples: 1, max_tokens: 32}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A one-node Ray head with the job server (dashboard) on 127.0.0.1: its HTTP port."""
+    temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths live under it
+    dash = free_port()
+    head = RayNode(temp_dir, tmp_path_factory.mktemp("ray_logs") / "head.log", head=True, num_cpus=2,
+                   dashboard_port=dash)
+    try:
+        wait_for(lambda: port_open(head.gcs_port), 120, "the head's GCS", [head])
+        wait_for(lambda: http_up(f"http://127.0.0.1:{dash}/api/version"), 120, "the job server", [head])
+        yield dash
+    finally:
+        head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, arith_data):
+    """What --base-dir points at: the tiny policy and the task data, outputs go under runs/."""
+    from experiments.tiny_model import build_tiny_checkpoint
+
+    base = tmp_path_factory.mktemp("e2e_base")
+    build_tiny_checkpoint(base / "tiny", seed=0)
+    shutil.copytree(arith_data, base / "arith")
+    (base / "rl.yaml").write_text(CONFIG)
+    return base
+
+
+def ray_env() -> dict:
+    ensure_auth_token()
+    return {**os.environ, "RAY_AUTH_MODE": "token"}  # the CLI sends ~/.ray/auth_token
+
+
+def submit(dash: int, base: Path, submission_id: str, *args: str) -> str:
+    """`ray job submit` as experiments/demo.sh runs it; returns the job's streamed output after
+    checking that the job SUCCEEDED."""
+    cmd = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--submission-id", submission_id,
+           "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
+           "--", "python", "rl/train.py", "--config", str(base / "rl.yaml"), "--base-dir", str(base), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ray_env())
+    log = out.stdout + out.stderr
+    status = subprocess.run([RAY, "job", "status", "--address", f"http://127.0.0.1:{dash}", submission_id],
+                            capture_output=True, text=True, timeout=120, env=ray_env())
+    # (the CLI prints JobStatus.SUCCEEDED as "Job '<id>' succeeded")
+    assert f"Job '{submission_id}' succeeded" in status.stdout + status.stderr, \
+        f"{status.stdout}\n{status.stderr}\n{log[-6000:]}"
+    assert out.returncode == 0, log[-6000:]
+    return log
+
+
+def metrics(base: Path) -> list[dict]:
+    return [json.loads(line) for line in (base / "runs" / "e2e" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_head, base_dir):
+    return submit(ray_head, base_dir, "thinkrl-e2e-first")
+
+
+def test_job_submit_runs_two_iterations_and_skips_too_long_prompts(first_run, base_dir):
+    rows = metrics(base_dir)
+    assert [r["iteration"] for r in rows] == [0, 1]
+    for r in rows:
+        # Every chosen prompt was either skipped as too long or sampled SAMPLES times.
+        assert r["prompts_too_long"] + r["num_samples"] // SAMPLES == PROMPTS
+        assert r["weight_sync_s"] > 0 and r["skipped_steps"] == 0
+        assert r["loss"] is not None and r["reward_mean"] is not None
+    assert sum(r["prompts_too_long"] for r in rows) > 0
+    assert sum(r["num_samples"] for r in rows) > 0
+    run = base_dir / "runs" / "e2e"
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["iter_00000", "iter_00001"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 2 and summary["final_eval"]["n"] == 4
+    assert "[iter 1]" in first_run
+
+
+def test_resume_continues_at_iteration_2(ray_head, first_run, base_dir):
+    log = submit(ray_head, base_dir, "thinkrl-e2e-resume", "--resume", "--set", "iterations=3")
+    assert re.search(r"resuming from \S*iter_00001 at iteration 2", log), log[-6000:]
+    assert "[iter 0]" not in log and "[iter 2]" in log
+    rows = metrics(base_dir)
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert rows[2]["wall_s"] > rows[1]["wall_s"]  # wall time carried over from the checkpoint
+    assert (base_dir / "runs" / "e2e" / "checkpoints" / "iter_00002" / "trainer_state.json").exists()
+    summary = json.loads((base_dir / "runs" / "e2e" / "summary.json").read_text())
+    assert summary["iterations"] == 3
