@@ -65,7 +65,7 @@ def short_sft(work: Path, steps: int) -> Path:
     cfg = work / "sft.yaml"
     cfg.write_text(
         f"run_name: sft\noutput_dir: {work}\nbuild_tiny:\n  seed: 0\n"
-        f"data:\n  train_file: {data / 'sft.jsonl'}\n  max_seq_len: 1024\n"
+        f"data:\n  train_file: {data / 'sft.jsonl'}\n  max_seq_len: 768\n"
         f"train:\n  max_steps: {steps}\n  tokens_per_step: 8192\n  tokens_per_microbatch: 8192\n"
         "  row_tokens: 768\n  warmup_steps: 10\n"
         "optim:\n  zero_stage: 1\n  lr: 2.0e-3\n  grad_clip: 1.0\n"
