@@ -148,7 +148,8 @@ def learner_actors(cluster):
     try:
         actor = ray.remote(num_cpus=1)(Learner)
         single, pair = actor.remote(1), [actor.remote(1), actor.remote(1)]
-        masters = ray.get([single.address.remote(False), pair[0].address.remote(False)], timeout=300)
+        # every rank runs on this one machine: rendezvous on 127.0.0.1
+        masters = ray.get([single.address.remote(True), pair[0].address.remote(True)], timeout=300)
         yield single, pair, masters
     finally:
         for a in [single, *pair]:
