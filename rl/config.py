@@ -44,7 +44,10 @@ class LearnerConfig(_Strict):
         True, description="Clear AdamW state at each iteration start (k1.5: a fresh mirror-descent subproblem)"
     )
     tokens_per_microbatch: int = Field(8192, gt=0, description="Token budget per forward pass")
-    row_tokens: int = Field(1024, gt=0, description="Packed row length (>= longest prompt+response)")
+    row_tokens: int | None = Field(
+        None, gt=0, description="Packed row length, >= data.max_prompt_tokens + rollout.sampling.max_tokens "
+        "(None: exactly that sum)"
+    )
     actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per learner rank")
     actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per learner rank (GPU clusters: 1)")
     threads: int | None = Field(None, gt=0, description="CPU: torch threads per rank (None: all cores)")
@@ -103,4 +106,19 @@ class RLConfig(_Strict):
             raise ValueError("rollout.sampling.n must be >= 2: the baseline needs several samples per prompt")
         if self.learner.minibatches_per_iteration > self.prompts_per_iteration:
             raise ValueError("learner.minibatches_per_iteration cannot exceed prompts_per_iteration")
+        # The longest sample the learner can receive is a max-length prompt plus a max-length
+        # response; a row shorter than that would stop the run at the first such sample.
+        longest = self.data.max_prompt_tokens + self.rollout.sampling.max_tokens
+        lc = self.learner
+        if lc.row_tokens is None:
+            lc.row_tokens = longest
+        elif lc.row_tokens < longest:
+            raise ValueError(
+                f"learner.row_tokens ({lc.row_tokens}) < data.max_prompt_tokens + rollout.sampling.max_tokens "
+                f"({self.data.max_prompt_tokens} + {self.rollout.sampling.max_tokens} = {longest})"
+            )
+        if lc.row_tokens > lc.tokens_per_microbatch:
+            raise ValueError(
+                f"learner.row_tokens ({lc.row_tokens}) > learner.tokens_per_microbatch ({lc.tokens_per_microbatch})"
+            )
         return self

@@ -174,3 +174,44 @@ def test_sizes_that_cannot_pack_are_config_errors(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=rf"^{path}: {match}"):
         load_config(SFTConfig, path, overrides)
     assert load_config(SFTConfig, path, ["train.row_tokens=1024", "data.max_seq_len=1024"])  # equal is fine
+
+
+RL_BASE = """\
+policy: ckpt
+data: {train_file: t.jsonl, max_prompt_tokens: 100}
+rollout: {sampling: {max_tokens: 400}}
+learner: {tokens_per_microbatch: 1000}
+"""
+
+
+def test_rl_row_tokens_defaults_to_the_longest_possible_sample(tmp_path):
+    from rl.config import RLConfig
+
+    assert load_config(RLConfig, write(tmp_path, RL_BASE)).learner.row_tokens == 500
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["learner.row_tokens=499"],
+         r"learner\.row_tokens \(499\) < data\.max_prompt_tokens \+ rollout\.sampling\.max_tokens \(100 \+ 400 = 500\)"),
+        (["rollout.sampling.max_tokens=1000", "learner.row_tokens=1100"],
+         r"learner\.row_tokens \(1100\) > learner\.tokens_per_microbatch \(1000\)"),
+    ],
+)
+def test_rl_sizes_that_cannot_pack_are_config_errors(tmp_path, overrides, match):
+    # Otherwise the first long rollout would stop the run mid-training (pack_groups).
+    from rl.config import RLConfig
+
+    path = write(tmp_path, RL_BASE)
+    with pytest.raises(ConfigError, match=rf"^{path}: {match}"):
+        load_config(RLConfig, path, overrides)
+    assert load_config(RLConfig, path, ["learner.row_tokens=500"]).learner.row_tokens == 500
+
+
+@pytest.mark.parametrize("name", ["rl_demo", "rl_lenpen", "rl_prioritized"])
+def test_shipped_rl_configs_validate(name):
+    from rl.config import RLConfig
+
+    cfg = load_config(RLConfig, REPO / f"experiments/configs/{name}.yaml")
+    assert cfg.learner.row_tokens >= cfg.data.max_prompt_tokens + cfg.rollout.sampling.max_tokens
