@@ -21,6 +21,12 @@ else
 fi
 
 echo "== 2/3 Ray head on 127.0.0.1"
+# Token authentication, always: Ray 2.60 turns it on by itself for a head started while
+# ~/.ray/auth_token exists, and then every client (ray status, ray job submit) must send it.
+export RAY_AUTH_MODE=token
+if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -f "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
+  ray get-auth-token --generate >/dev/null
+fi
 STARTED_RAY=0
 if ! ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then
   ray start --head --node-ip-address 127.0.0.1 --port 6379 --num-cpus "${RAY_NUM_CPUS:-2}" \

@@ -1,4 +1,4 @@
-"""thinkrl-tag: tag a prompt set with difficulty, hack-proneness and domain (k1.5 §2.1, §2.4).
+"""thinkrl-tag: tag a prompt set with difficulty, hack-proneness and domain (k1.5 §2.1).
 
     python -m prompts.tag --model runs/demo/checkpoint --input data/arith/train.jsonl \
         --output data/arith/train.tagged.jsonl --samples 10 --temperature 1.0 --seed 0

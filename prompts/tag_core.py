@@ -1,6 +1,6 @@
 """What the tagging CLI computes for a chunk of prompts, and the end-of-run summary.
 
-Per prompt (k1.5 §2.4 and §2.1):
+Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
 
 - difficulty: k samples at temperature T from the checkpoint, each scored by the row's verifier;
   `pass_rate` = passing samples (score >= 0.5) / k, `difficulty` = the pass-rate bucket

@@ -50,7 +50,10 @@ class LearnerConfig(_Strict):
     )
     actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per learner rank")
     actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per learner rank (GPU clusters: 1)")
-    threads: int | None = Field(None, gt=0, description="CPU: torch threads per rank (None: all cores)")
+    threads: int | None = Field(
+        None, gt=0, description="CPU: torch threads per rank (None: Ray's OMP_NUM_THREADS, i.e. actor_num_cpus). "
+        "Rollout and learning take turns, so one rank may use every core of its node"
+    )
     timeout_s: float = Field(1800, gt=0, description="Upper bound on one learner call")
 
 

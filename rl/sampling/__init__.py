@@ -1,4 +1,4 @@
-"""Prompt sampling for RL iterations: pass-rate memory plus the Kimi k1.5 §2.4 samplers.
+"""Prompt sampling for RL iterations: pass-rate memory plus the Kimi k1.5 §2.3.4 samplers.
 
     from rl.sampling import build_sampler, parse_sampler_config
 

@@ -64,7 +64,7 @@ class TrackerConfig(_Strict):
     use_tagged_pass_rate: bool = Field(
         True,
         description="Seed the EWMA rate from the prompt rows' `pass_rate` column where present "
-        "(k1.5 §2.4 tags difficulty by an SFT model's pass rate over 10 samples).",
+        "(k1.5 §2.1 tags difficulty by an SFT model's pass rate over 10 samples).",
     )
 
 
@@ -75,7 +75,7 @@ class UniformStrategy(_Strict):
 
 
 class PrioritizedStrategy(_Strict):
-    """k1.5 §2.4 prioritized sampling: P(i) ∝ 1 - s_i, floored at `floor`."""
+    """k1.5 §2.3.4 prioritized sampling: P(i) ∝ 1 - s_i, floored at `floor`."""
 
     kind: Literal["prioritized"] = Field("prioritized", description="Discriminator.")
     floor: float = Field(
@@ -127,7 +127,7 @@ class CurriculumKeyframe(_Strict):
 
 
 class CurriculumStrategy(_Strict):
-    """k1.5 §2.4 curriculum sampling: a schedule over difficulty labels or pass-rate bands.
+    """k1.5 §2.3.4 curriculum sampling: a schedule over difficulty labels or pass-rate bands.
 
     The paper's curriculum ablation ("uniform, then hard only after iteration N"):
 

@@ -7,7 +7,7 @@ state and a resumed run draws exactly what an uninterrupted one would.
 
 Per iteration t the driver does:
 
-    ids = sampler.sample(B, t)                          # k1.5 §2.4 curriculum / prioritized draw
+    ids = sampler.sample(B, t)                          # k1.5 §2.3.4 curriculum / prioritized draw
     results = [(pid, scores_of(pid)) for pid in ids]    # k scores in [0, 1] per prompt
     sampler.update(t, results)                          # tracker sees every scored group
     kept, n = sampler.filter_groups(results)            # no-op unless dynamic_filtering

@@ -43,7 +43,7 @@ class Uniform(Strategy):
 
 
 class Prioritized(Strategy):
-    """k1.5 §2.4: "sample problems proportional to 1 - s_i". The floor ε keeps solved problems
+    """k1.5 §2.3.4: "sample problems proportional to 1 - s_i". The floor ε keeps solved problems
     in rotation (the paper's rule would never revisit s_i = 1) and keeps every weight positive."""
 
     def __init__(self, cfg: PrioritizedStrategy) -> None:
@@ -54,7 +54,7 @@ class Prioritized(Strategy):
 
 
 class Curriculum(Strategy):
-    """k1.5 §2.4 curriculum: a schedule of label shares (difficulty labels or pass-rate bands).
+    """k1.5 §2.3.4 curriculum: a schedule of label shares (difficulty labels or pass-rate bands).
 
     At an iteration the schedule gives a share per label; a label's share is spread uniformly over
     its candidate prompts. Labels with no candidates (e.g. an empty pass-rate band) lose their

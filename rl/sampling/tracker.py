@@ -1,4 +1,4 @@
-"""Per-prompt pass-rate memory (k1.5 §2.4: "we track the success rates s_i for each problem i").
+"""Per-prompt pass-rate memory (k1.5 §2.3.4: "we track the success rates s_i for each problem i").
 
 For every prompt id the tracker keeps, over all rollouts that scored it:
 
