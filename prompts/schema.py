@@ -4,8 +4,9 @@ A prompt row on disk (JSONL / parquet / anything `datasets` loads) has:
 
     id          str, unique within the set
     prompt      chat messages: [{"role": "system"|"user"|"assistant", "content": str | [parts]}]
-                A part is {"type": "text", "text": ...} or {"type": "image", "image": path-or-url}
-                (the door for vision-language policies; text-only policies reject image parts).
+                A part is {"type": "text", "text": ...} or {"type": "image", "image": X}, X a file
+                path or inline bytes (forms, checks and the `<image>` placeholder rule: images.py;
+                text-only policies reject image parts).
     answer      reference answer, a string (a list/tuple/set reference is written as LaTeX, e.g. "(1, 2)")
     difficulty  known or tagged label: an int level (larger = harder) or None
     domain      e.g. "arithmetic", "algebra", or None
@@ -13,8 +14,9 @@ A prompt row on disk (JSONL / parquet / anything `datasets` loads) has:
     metadata    free-form dict carried through untouched (e.g. MATH "level", "type")
     pass_rate   optional tagged pass rate in [0, 1] (seeds the samplers' tracker)
 
-`load_prompt_rows` reads a whole file and validates every row before returning anything, so a
-bad row stops the run with its file and line number and nothing is trained on a half-read set.
+`load_prompt_rows` reads a whole file and validates every row, and every image (resolved to an
+absolute path, decoded, within the pixel budget), before returning anything, so a bad row stops
+the run with its file and line number and nothing is trained on a half-read set.
 """
 
 from __future__ import annotations
@@ -22,9 +24,21 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+
+from prompts.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageError,
+    ImageSource,
+    InlineImage,
+    check_image,
+    coerce_image_field,
+    count_placeholders,
+    describe,
+    resolve_image_path,
+)
 
 
 class TextPart(BaseModel):
@@ -36,13 +50,46 @@ class TextPart(BaseModel):
 class ImagePart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["image"] = "image"
-    image: str  # local path (relative paths resolve against the prompt file's directory)
+    # a path (relative to the prompt file) or inline bytes; tagged so errors name the right form
+    image: Annotated[
+        Union[Annotated[str, Tag("path")], Annotated[InlineImage, Tag("inline")]],
+        Discriminator(lambda v: "path" if isinstance(v, str) else "inline"),
+    ]
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _hf_image_dict(cls, v: Any) -> Any:
+        return coerce_image_field(v)
+
+
+def _part_type(v: Any) -> Any:
+    """A part's "type"; a dict without one is an image part if it has "image", else text."""
+    if isinstance(v, dict):
+        return v.get("type", "image" if "image" in v else "text")
+    return getattr(v, "type", None)
+
+
+# Tagged unions, so a bad part is reported against the form it claims to be, not the first one.
+Part = Annotated[Union[Annotated[TextPart, Tag("text")], Annotated[ImagePart, Tag("image")]], Discriminator(_part_type)]
+Content = Annotated[
+    Union[Annotated[str, Tag("str")], Annotated[list[Part], Tag("parts")]],
+    Discriminator(lambda v: "str" if isinstance(v, str) else "parts"),
+]
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: Union[str, list[Union[TextPart, ImagePart]]]
+    content: Content
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _drop_null_keys(cls, v: Any) -> Any:
+        # Parquet/Arrow stores parts as structs with every field, e.g. a text part read back as
+        # {"type": "text", "text": "q", "image": None}; a null key is an absent key.
+        if isinstance(v, list):
+            return [{k: x for k, x in p.items() if x is not None} if isinstance(p, dict) else p for p in v]
+        return v
 
     def text(self) -> str:
         """The message's text with image parts left out."""
@@ -50,7 +97,7 @@ class Message(BaseModel):
             return self.content
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
 
-    def images(self) -> list[str]:
+    def images(self) -> list[ImageSource]:
         if isinstance(self.content, str):
             return []
         return [p.image for p in self.content if isinstance(p, ImagePart)]
@@ -83,8 +130,12 @@ class PromptRow(BaseModel):
         """Messages as plain dicts for `tokenizer.apply_chat_template`."""
         return [m.model_dump() for m in self.prompt]
 
+    def images(self) -> list[ImageSource]:
+        """Every image part's source (path or inline bytes), in message order."""
+        return [src for m in self.prompt for src in m.images()]
+
     def has_images(self) -> bool:
-        return any(m.images() for m in self.prompt)
+        return bool(self.images())
 
 
 class DataError(ValueError):
@@ -116,11 +167,31 @@ def row_from_dict(raw: dict[str, Any], where: str) -> PromptRow:
             raise DataError(f"{where}: field 'metadata' must be an object, got {type(meta).__name__}")
         known["metadata"] = {**extra, **(meta or {})}
     try:
-        return PromptRow.model_validate(known)
+        row = PromptRow.model_validate(known)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise DataError(f"{where}: field '{loc}': {first['msg']}") from None
+    slots, n_images = count_placeholders(row), len(row.images())
+    if slots > n_images:
+        raise DataError(f"{where}: {slots} '<image>' placeholder(s) in the text but {n_images} image(s) in the row")
+    return row
+
+
+def check_row_images(row: PromptRow, where: str, base_dir: Path, max_pixels: int) -> None:
+    """Make every image path absolute (in place) and check each image; DataError names the image."""
+    k = 0
+    for m in row.prompt:
+        for part in [] if isinstance(m.content, str) else m.content:
+            if not isinstance(part, ImagePart):
+                continue
+            k, written = k + 1, part.image
+            try:
+                if isinstance(part.image, str):
+                    part.image = resolve_image_path(part.image, base_dir)
+                check_image(part.image, max_pixels)
+            except ImageError as e:  # named as written in the file; "no such file" shows the resolved path
+                raise DataError(f"{where}: image {k} ({describe(written)}): {e}") from None
 
 
 def iter_raw_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -148,14 +219,19 @@ def iter_raw_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def load_prompt_rows(path: str | Path) -> list[PromptRow]:
-    """Load and validate a whole prompt file; raise DataError naming the first bad row or duplicate ids."""
-    rows = [row_from_dict(raw, where) for where, raw in iter_raw_rows(path)]
-    dups = sorted(k for k, n in Counter(r.id for r in rows).items() if n > 1)
+def load_prompt_rows(path: str | Path, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[PromptRow]:
+    """Load and validate a whole prompt file, images included (paths made absolute, each image
+    decoded, width * height <= `max_image_pixels`); raise DataError naming the first bad row,
+    image or duplicate ids."""
+    located = [(where, row_from_dict(raw, where)) for where, raw in iter_raw_rows(path)]
+    dups = sorted(k for k, n in Counter(r.id for _, r in located).items() if n > 1)
     if dups:
         shown = ", ".join(dups[:10]) + (" …" if len(dups) > 10 else "")
         raise DataError(f"{path}: duplicate prompt ids ({len(dups)}): {shown}")
-    return rows
+    base_dir = Path(path).parent
+    for where, row in located:
+        check_row_images(row, where, base_dir, max_image_pixels)
+    return [row for _, row in located]
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]] | list[BaseModel]) -> None:
