@@ -34,9 +34,18 @@ class RolloutConfig(_Strict):
     timeout_s: float = Field(1800, gt=0, description="Upper bound on one rollout call (a hung engine fails the run)")
 
 
+class LearnerDeepSpeedConfig(DeepSpeedConfig):
+    lr: float = Field(
+        1e-6, gt=0, description="Peak learning rate. RL steps are noisy: keep it well below the SFT rate "
+        "(the 4M demo policy: 3e-5, where 1e-4 made no progress; billion-parameter policies: ~1e-6)"
+    )
+
+
 class LearnerConfig(_Strict):
     num_ranks: int = Field(1, ge=1, description="Data-parallel learner ranks (Ray actors)")
-    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="ZeRO stage, bf16, AdamW")
+    deepspeed: LearnerDeepSpeedConfig = Field(
+        default_factory=LearnerDeepSpeedConfig, description="ZeRO stage, bf16, AdamW"
+    )
     minibatches_per_iteration: int = Field(
         2, ge=1, description="Optimizer steps per iteration over disjoint mini-batches of groups"
     )
