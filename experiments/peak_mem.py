@@ -1,9 +1,11 @@
 """Run a command and report the peak memory of everything it started, Ray daemons included.
 
 `ray start` daemonizes the head, so the demo's processes are not all descendants of the command.
-We therefore sample two numbers every `--interval` seconds:
-  - tree RSS: summed RSS of the command's process tree plus every Ray/vLLM process that appeared
-    after the start (shared pages are counted once per process, so this over-counts);
+We therefore sample three numbers every `--interval` seconds over every process that appeared
+after the start (the command's tree, the Ray daemons and workers, vLLM and verifier processes):
+  - tree PSS: summed proportional set size (a page shared by n processes counts 1/n in each),
+    the resident memory of the process set without double counting: the headline number;
+  - tree RSS: summed RSS (shared pages counted once per process, so this over-counts);
   - system used: MemTotal - MemAvailable minus its value before the start (what the machine lost).
 
     python -m experiments.peak_mem --out runs/demo_peak_mem.json -- make demo
@@ -30,20 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     before = {p.pid for p in psutil.process_iter()}
     base_used = psutil.virtual_memory().total - psutil.virtual_memory().available
-    peak = {"tree_rss_gib": 0.0, "system_used_delta_gib": 0.0}
+    peak = {"tree_pss_gib": 0.0, "tree_rss_gib": 0.0, "system_used_delta_gib": 0.0}
     t0 = time.time()
     proc = subprocess.Popen(cmd)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            rss = 0
-            for p in psutil.process_iter(["pid", "memory_info"]):
-                if p.info["pid"] in before or p.info["memory_info"] is None:
+            rss = pss = 0
+            for p in psutil.process_iter(["pid"]):
+                if p.info["pid"] in before:
                     continue
-                rss += p.info["memory_info"].rss
+                try:
+                    mem = p.memory_full_info()  # reads /proc/<pid>/smaps_rollup
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                rss, pss = rss + mem.rss, pss + mem.pss
             vm = psutil.virtual_memory()
             peak["tree_rss_gib"] = max(peak["tree_rss_gib"], rss / 2**30)
+            peak["tree_pss_gib"] = max(peak["tree_pss_gib"], pss / 2**30)
             peak["system_used_delta_gib"] = max(peak["system_used_delta_gib"], (vm.total - vm.available - base_used) / 2**30)
             done.wait(args.interval)
 
