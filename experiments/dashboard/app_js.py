@@ -280,8 +280,10 @@ function renderRuns(runs) {
       files.append(el('details', {}, el('summary', {}, label), el('pre', {}, JSON.stringify(obj, null, 2))));
     }
     for (const w of run.warnings || []) files.append(el('div', {class: 'warn'}, w));
-    const e0 = firstValue(run, 'eval_pass_at_1'), e1 = lastValue(run, 'eval_pass_at_1');
-    const sft = run.sftEval && isNum(run.sftEval.eval_pass_at_1) ? ' (SFT ' + fmt(run.sftEval.eval_pass_at_1, 3) + ')' : '';
+    // The start-of-run eval (before the first update) is in summary.json, not in a metrics row.
+    const s0 = run.summary && isNum(run.summary.start_eval_pass_at_1) ? run.summary.start_eval_pass_at_1 : null;
+    const e0 = s0 != null ? s0 : firstValue(run, 'eval_pass_at_1'), e1 = lastValue(run, 'eval_pass_at_1');
+    const sft = run.sftEval && isNum(run.sftEval.pass_at_1) ? ' (SFT ' + fmt(run.sftEval.pass_at_1, 3) + ')' : '';
     const last = run.points.length ? run.points[run.points.length - 1].iteration : null;
     return el('tr', {'data-run': run.name},
       el('td', {title: run.path || ''}, el('span', {class: 'swatch', style: 'background:' + run.color}),

@@ -131,7 +131,7 @@ ${plotly}
 <main>
   <section class="card wide" id="runs-card"><h2>Runs</h2>
     <table id="runs"><thead><tr><th>run</th><th>iterations</th><th>last iteration</th>
-      <th>eval pass@1 (first → last)</th><th>reward mean (last)</th><th>files</th></tr></thead>
+      <th>eval pass@1 (start → last)</th><th>reward mean (last)</th><th>files</th></tr></thead>
       <tbody></tbody></table></section>
   <section class="card" data-panel="reward"><h2>Reward and pass rate</h2><div class="plot" id="panel-reward"></div></section>
   <section class="card" data-panel="difficulty"><h2>Pass rate by difficulty
