@@ -28,7 +28,8 @@ if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -f "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/aut
   ray get-auth-token --generate >/dev/null
 fi
 STARTED_RAY=0
-if ! ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then
+# (`ray status` retries for ~30 s when nothing listens, so probe the port first)
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null || ! ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then
   ray start --head --node-ip-address 127.0.0.1 --port 6379 --num-cpus "${RAY_NUM_CPUS:-2}" \
     --dashboard-host 127.0.0.1 --dashboard-port 8265 --disable-usage-stats >/dev/null
   STARTED_RAY=1
