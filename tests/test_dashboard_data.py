@@ -115,7 +115,7 @@ def test_side_files_and_warnings(tmp_path):
     shutil.copytree(FIXTURE / "arith-lenpen", run)
     (run / "summary.json").write_text("{not json")
     snap = RunSource(run, "r").snapshot()
-    assert snap["sft_eval"]["eval_pass_at_1"] == 0.4833
+    assert snap["sft_eval"]["pass_at_1"] == 0.4833
     assert snap["summary"] is None
     assert any(w.startswith("summary.json: invalid JSON") for w in snap["warnings"])
 
