@@ -34,4 +34,4 @@ test: setup browser
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 clean-runs:
-	rm -rf runs/ data/arith/
+	rm -rf runs/ data/arith/ data/arith_image/

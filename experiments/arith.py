@@ -25,6 +25,7 @@ import argparse
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from prompts.schema import write_jsonl
 
@@ -190,13 +191,20 @@ def prompt_row(p: Problem, idx: str) -> dict:
 
 
 def generate(
-    seed: int, n_sft: int, n_train: int, n_eval: int, slip_prob: float = 0.15
+    seed: int,
+    n_sft: int,
+    n_train: int,
+    n_eval: int,
+    slip_prob: float = 0.15,
+    make_row: Callable[[Problem, str], dict] = prompt_row,
 ) -> dict[str, list[dict]]:
     """Deterministic splits with no expression shared between them.
 
     `sft` rows carry a `response` (the CoT trace); `train` is the RL prompt set; `eval` is held out
     and balanced over the problem kinds (digits x operands x operator mix: equal counts, up to
-    one), so every level is present; levels made of more kinds get more prompts.
+    one), so every level is present; levels made of more kinds get more prompts. `make_row`
+    builds a prompt row from a problem and its id (the image task, arith_image.py, swaps in its
+    own; it must not draw from the generator's rng, so both tasks get the same problems).
     """
     rng = random.Random(seed)
     combos = [(d, m, mix) for d in range(1, MAX_DIGITS + 1) for m in OPERAND_COUNTS for mix in OP_MIXES]
@@ -217,7 +225,7 @@ def generate(
             if p.expression in seen or (split != "sft" and p.expression in mine):
                 continue
             mine.add(p.expression)
-            row = prompt_row(p, f"{split}-{len(rows):06d}")
+            row = make_row(p, f"{split}-{len(rows):06d}")
             if split == "sft":
                 row["response"] = cot_response(p, rng, slip_prob)
             rows.append(row)
