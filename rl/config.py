@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prompts.images import DEFAULT_MAX_IMAGE_PIXELS
 from rl.dist import DeepSpeedConfig
 from rl.rewards import VerifierConfig
 from rl.sampling import SamplerConfig, UniformSamplerConfig
@@ -19,7 +20,12 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     train_file: str = Field(description="RL prompt rows (see prompts/schema.py)")
     eval_file: str | None = Field(None, description="Held-out prompt rows for pass@1 / pass@k")
-    max_prompt_tokens: int = Field(256, gt=0, description="Longer prompts are skipped and counted")
+    max_prompt_tokens: int = Field(
+        256, gt=0, description="Longer prompts (image placeholders expanded) are skipped and counted"
+    )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS, gt=0, description="Image rows: larger images are load-time errors (w x h)"
+    )
 
 
 class RolloutConfig(_Strict):
@@ -56,6 +62,9 @@ class LearnerConfig(_Strict):
     row_tokens: int | None = Field(
         None, gt=0, description="Packed row length, >= data.max_prompt_tokens + rollout.sampling.max_tokens "
         "(None: exactly that sum)"
+    )
+    freeze_vision_tower: bool = Field(
+        False, description="VLM policies: train projector and decoder only; the tower is then not synced"
     )
     actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per learner rank")
     actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per learner rank (GPU clusters: 1)")

@@ -88,8 +88,9 @@ def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None
     import deepspeed
 
     use_bf16 = bf16_supported() if cfg.bf16 == "auto" else bool(cfg.bf16)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    optimizer = torch.optim.AdamW(  # frozen parameters (e.g. a frozen vision tower) get no state
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda) if lr_lambda else None
     ds_config = {

@@ -11,11 +11,11 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from prompts.chat import encode_prompt
 from prompts.schema import PromptRow
 from rl.scoring import Scorer
+from rl.vision import VisionIO, encode_request
 from rollout.engine import Generation, SamplingConfig
 
 
@@ -44,7 +44,7 @@ class EvalResult:
 
 
 def evaluate(
-    generate: Callable[[Sequence[list[int]], SamplingConfig], list[Generation]],
+    generate: Callable[[Sequence[Any], SamplingConfig], list[Generation]],
     tokenizer,
     rows: list[PromptRow],
     scorer: Scorer,
@@ -54,17 +54,20 @@ def evaluate(
     max_tokens: int,
     seed: int,
     max_model_len: int,
+    vision: VisionIO | None = None,
 ) -> EvalResult:
+    """`vision`: the policy's image I/O (rl.vision.load_vision), needed when rows carry images."""
     t0 = time.perf_counter()
-    prompts, kept = [], []
+    prompts, kept, lengths = [], [], []
     for r in rows:
-        ids = encode_prompt(tokenizer, r.chat())
-        if len(ids) + 1 > max_model_len:
+        req, n_tokens = encode_request(tokenizer, r, vision)
+        if n_tokens + 1 > max_model_len:
             continue
-        prompts.append(ids)
+        prompts.append(req)
         kept.append(r)
+        lengths.append(n_tokens)
     sampling = SamplingConfig(
-        n=samples, temperature=temperature, max_tokens=min(max_tokens, max_model_len - max(map(len, prompts))), seed=seed
+        n=samples, temperature=temperature, max_tokens=min(max_tokens, max_model_len - max(lengths)), seed=seed
     )
     gens = generate(prompts, sampling)
     texts = [g.text for g in gens]

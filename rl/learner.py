@@ -9,19 +9,28 @@ Per iteration (k1.5 §2.3.2, online policy mirror descent):
      (`rl.mirror_descent`) normalised by the global group count -> backward; one optimizer step;
   4. optimizer state is reset at the start of each iteration by default (each iteration is a new
      mirror-descent subproblem around pi_theta_i).
+
+ZeRO-3 shards the parameters themselves: every forward all-gathers each layer's weights in
+DeepSpeed's module hooks and every backward reduce-scatters its gradients, so forwards and
+backwards are collectives. Each rank must therefore run the same number of them: ranks with less
+work pad with forwards on a one-token dummy batch whose loss is multiplied by 0 (`_pad_*`), and
+code that reads whole weights (export, save, fingerprint) gathers them a bucket at a time on
+every rank (`_gathered_state`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 
 from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
 from rl.mirror_descent import MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
-from rl.modeling import load_policy, load_tokenizer, packed_token_logprobs, save_hf
+from rl.modeling import checkpoint_state_dict, load_policy, load_tokenizer, packed_token_logprobs, save_hf
+from rl.vision import freeze_vision_tower, load_vision
 from rl.packing import PackedBatch, Sample, pack, pack_by_budget, plan_bins
 
 
@@ -34,6 +43,8 @@ class Episode:
     response_ids: list[int]
     reward: float  # verifier score + weighted length reward
     sample_logprob_sum: float  # vLLM's sum of sampled-token log-probs (pi_theta_i per the engine)
+    # Image prompts: the decoded images; prompt_ids are then the engine's expanded ids
+    images: list = field(default_factory=list)
 
 
 def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
@@ -62,7 +73,8 @@ def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int) -> li
     if row_tokens > max_tokens:
         raise ValueError(f"row_tokens {row_tokens} > max_tokens {max_tokens}")
     samples = [
-        Sample(e.prompt_ids + e.response_ids, [False] * len(e.prompt_ids) + [True] * len(e.response_ids), i)
+        Sample(e.prompt_ids + e.response_ids, [False] * len(e.prompt_ids) + [True] * len(e.response_ids), i,
+               e.images)
         for i, e in enumerate(episodes)
     ]
     by_group: dict[int, list[int]] = {}
@@ -114,11 +126,8 @@ class Learner:
         return f"{host}:{free_port()}"
 
     def setup(self, policy: str, ds: DeepSpeedConfig | dict, rank: int, world_size: int, master: str,
-              tokens_per_microbatch: int, row_tokens: int, seed: int) -> int:
+              tokens_per_microbatch: int, row_tokens: int, seed: int, freeze_vision: bool = False) -> int:
         ds = ds if isinstance(ds, DeepSpeedConfig) else DeepSpeedConfig.model_validate(ds)
-        if ds.zero_stage == 3:
-            raise ValueError("ZeRO-3 is not supported by the RL learner yet: export_weights would need to "
-                             "gather the sharded parameters on every rank; use zero_stage 0 or 1")
         if ds.zero_stage == 2 and world_size > 1:
             # tests/test_rl_distributed.py: with DeepSpeed 0.19.8's unmanaged accumulation, ZeRO-2 on
             # 2 ranks updates rank 1's partition wrongly when a step has several backward passes
@@ -128,7 +137,15 @@ class Learner:
         self.dist = init_distributed(rank, world_size, master)
         torch.manual_seed(seed)
         self.tokenizer = load_tokenizer(policy)
-        self.engine, self.bf16 = build_deepspeed(load_policy(policy), ds)
+        self.vision = load_vision(policy)
+        self.policy_dir = policy
+        # Under ZeRO-3 each rank loads the full model once and deepspeed.initialize partitions it
+        # (fine for models one host's memory holds; larger ones would need deepspeed.zero.Init).
+        model = load_policy(policy)
+        # A frozen vision tower takes no gradient, no optimizer state and no weight sync.
+        self.frozen = set(freeze_vision_tower(model)) if freeze_vision else set()
+        self.engine, self.bf16 = build_deepspeed(model, ds)
+        self.zero3 = ds.zero_stage == 3
         self.tokens_per_microbatch = tokens_per_microbatch
         self.row_tokens = row_tokens
         return rank
@@ -136,30 +153,86 @@ class Learner:
     # -- log-probs ------------------------------------------------------------------------
 
     def _sequence_logps(self, mb: PackedBatch, with_entropy: bool = False):
-        logp_T, ent_T = packed_token_logprobs(self.engine, mb, with_entropy=with_entropy)
+        logp_T, ent_T = packed_token_logprobs(self.engine, mb, with_entropy=with_entropy, vision=self.vision)
         seq_logp = sequence_logprob_sums(logp_T, mb.seq, len(mb.indices), response_mask_T=mb.seq >= 0)
         return seq_logp, ent_T
 
     @torch.no_grad()
     def sequence_logprobs(self, episodes: list[Episode]) -> list[float]:
-        """log pi(y|x) of each episode under the current weights (no grad)."""
+        """log pi(y|x) of each episode under the current weights (no grad). Under ZeRO-3 with several
+        ranks every rank must call this together (possibly with no episodes)."""
         out = [0.0] * len(episodes)
-        for mb in pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens):
+        micro = pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens) if episodes else []
+        pad = self._forwards_short_of_busiest(len(micro))
+        for mb in micro:
             seq_logp, _ = self._sequence_logps(mb)
             for slot, idx in enumerate(mb.indices):
                 out[idx] = float(seq_logp[slot])
+        self._dummy_forwards(pad)
         return out
 
     @torch.no_grad()
-    def token_logprobs(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
-        """Per-token log-probs after each prompt (to compare with vLLM's for a sync check)."""
-        samples = [Sample(s, [j >= p for j in range(len(s))], i) for i, (s, p) in enumerate(zip(sequences, prompt_lens))]
+    def token_logprobs(self, sequences: list[list[int]], prompt_lens: list[int],
+                       images: list[list] | None = None) -> list[list[float]]:
+        """Per-token log-probs after each prompt (to compare with vLLM's for a sync check). With
+        `images`, sequences hold one placeholder per image (expanded here, as vLLM does) and
+        `prompt_lens` count unexpanded tokens."""
+        images = images or [[] for _ in sequences]
+        samples = []
+        for i, (s, p, im) in enumerate(zip(sequences, prompt_lens, images)):
+            if im:
+                full = self.vision.expand(s, im)
+                p, s = p + len(full) - len(s), full
+            samples.append(Sample(s, [j >= p for j in range(len(s))], i, list(im)))
         out: list[list[float]] = [[] for _ in sequences]
-        for mb in pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens):
-            logp_T, _ = packed_token_logprobs(self.engine, mb)
+        micro = pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens) if samples else []
+        pad = self._forwards_short_of_busiest(len(micro))
+        for mb in micro:
+            logp_T, _ = packed_token_logprobs(self.engine, mb, vision=self.vision)
             for slot, idx in enumerate(mb.indices):
                 out[idx] = logp_T[mb.seq == slot].tolist()
+        self._dummy_forwards(pad)
         return out
+
+    # -- ZeRO-3: equal numbers of (collective) forwards and backwards on every rank ---------
+
+    def _collective_forwards(self) -> bool:
+        return self.zero3 and self.dist.world_size > 1
+
+    def _forwards_short_of_busiest(self, n: int) -> int:
+        """Under ZeRO-3 with several ranks: how many forwards this rank, about to run n, must add
+        to match the busiest rank (each forward all-gathers the layers' weights, a collective that
+        would hang if one rank skipped it); 0 otherwise. Call it before the forwards: the
+        all_reduce must not interleave with DeepSpeed's own per-forward collectives."""
+        if not self._collective_forwards():
+            return 0
+        t = torch.tensor([float(n)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item()) - n
+
+    def _dummy_batch(self) -> PackedBatch:
+        """One two-token sequence with one target: the cheapest forward that touches every layer."""
+        tok = self.tokenizer.eos_token_id or 0
+        return pack([[Sample([tok, tok], [False, True], 0)]])
+
+    @torch.no_grad()
+    def _dummy_forwards(self, n: int) -> None:
+        for _ in range(n):
+            self._sequence_logps(self._dummy_batch())
+
+    def _pad_backward(self) -> None:
+        """A backward pass whose gradient is exactly zero for every trainable parameter (x * 0.0 of
+        a finite x is +-0, and g + 0 == g), for ranks with fewer micro-batches than the busiest.
+        Stages 0-2 hold full parameters, so a sum of them times 0 is enough (no forward). Under
+        ZeRO-3 parameters outside a forward are empty placeholders and the gradient
+        reduce-scatter is driven by DeepSpeed's hooks, so it takes a real forward on the dummy
+        batch."""
+        if self.zero3:
+            seq_logp, _ = self._sequence_logps(self._dummy_batch())
+            loss = seq_logp.sum() * 0.0
+        else:
+            loss = sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * 0.0
+        self.engine.backward(loss, scale_wrt_gas=False)
 
     # -- one iteration ---------------------------------------------------------------------
 
@@ -177,7 +250,7 @@ class Learner:
         for m, eps in enumerate(minibatches):
             if ref_from_engine:
                 ref[m] = [e.sample_logprob_sum for e in eps]
-            elif m > 0 and eps:
+            elif m > 0 and (eps or self._collective_forwards()):  # ZeRO-3: every rank joins
                 ref[m] = self.sequence_logprobs(eps)
         stats = {"loss": 0.0, "kl_k1": 0.0, "kl_k3": 0.0, "entropy_sum": 0.0, "entropy_tokens": 0,
                  "tokens": 0, "steps": 0, "skipped_steps": 0, "grad_norm": 0.0, "engine_ref_abs_diff": 0.0,
@@ -189,8 +262,8 @@ class Learner:
             micro = pack_groups(eps, self.tokens_per_microbatch, self.row_tokens) if eps else []
             # One collective for two facts: does any rank hold a non-finite reward, and how many
             # backward passes does the busiest rank need. Every rank runs that many (short ranks
-            # pad with all-zero backwards): a rank with no group of this mini-batch must still
-            # take part in the step, and stages that reduce inside backward pair them up.
+            # pad with all-zero backwards, `_pad_backward`): a rank with no group of this mini-batch
+            # must still take part in the step, and stages that reduce inside backward pair them up.
             rewards_ok = all(math.isfinite(e.reward) for e in eps)
             sync = torch.tensor([0.0 if rewards_ok else 1.0, float(len(micro))])
             if world > 1:
@@ -222,6 +295,9 @@ class Learner:
                 )
                 if not torch.isfinite(out.loss):
                     nonfinite = True
+                    if self.zero3:  # pair the forward that ran with a backward (the step is dropped)
+                        self.engine.backward(seq_logp.sum() * 0.0, scale_wrt_gas=False)
+                        done += 1
                     break
                 # DeepSpeed averages gradients over ranks; the loss is already a global-sum share.
                 self.engine.backward(out.loss * world, scale_wrt_gas=False)
@@ -235,7 +311,7 @@ class Learner:
                 stats["entropy_tokens"] += int((mb.seq >= 0).sum())
                 stats["tokens"] += mb.num_tokens
             for _ in range(n_backward - done):
-                self.engine.backward(self._zero_loss(), scale_wrt_gas=False)
+                self._pad_backward()
             flag = torch.tensor(1.0 if nonfinite else 0.0)
             if world > 1:
                 torch.distributed.all_reduce(flag)
@@ -258,6 +334,11 @@ class Learner:
         release those the way DeepSpeed's own overflow skip does (zero/stage_1_and_2.py, step)."""
         self.engine.zero_grad()
         opt = self.engine.optimizer
+        if self.zero3:
+            # ZeRO-3 also reduces inside backward, into partition buffers that the first backward
+            # of a step overwrites and later ones add to (its `micro_step_id`). Its own overflow
+            # skip resets that through the optimizer's zero_grad, which engine.zero_grad skips.
+            opt.zero_grad(set_to_none=True)
         if hasattr(opt, "averaged_gradients"):
             release = getattr(opt, "_release_preflattened_grad_buffers", None)
             if release is not None:
@@ -266,29 +347,84 @@ class Learner:
                 for k in list(buffers):
                     buffers[k] = None
 
-    def _zero_loss(self) -> torch.Tensor:
-        """A loss whose gradient is exactly zero for every trainable parameter."""
-        return sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * 0.0
-
     # -- weights ---------------------------------------------------------------------------
 
     def export_weights(self, bucket_mb: int = 256, dtype: str = "bfloat16") -> list:
-        """The policy's weights as byte buckets for `VLLMEngine.load_weights` (rank 0 calls this).
-        Stages 0-2 keep full parameters on every rank (setup refuses ZeRO-3)."""
+        """The policy's trainable-side weights (a frozen vision tower is left out: the engine
+        already has it) as byte buckets for `VLLMEngine.load_weights`, in checkpoint format
+        (`checkpoint_state_dict`). Stages 0-2 keep full parameters on every rank: call it on rank 0.
+        Under ZeRO-3 every rank must call it (gathering is a collective); rank 0 returns the
+        buckets, the others []."""
         from rollout.weight_sync import pack_buckets
 
-        return pack_buckets(self.engine.module.state_dict().items(), bucket_mb << 20, getattr(torch, dtype))
+        cast, module = getattr(torch, dtype), self.engine.module
+        if not self.zero3:
+            state = {k: v for k, v in module.state_dict().items() if k not in self.frozen}
+            return pack_buckets(checkpoint_state_dict(module, state).items(), bucket_mb << 20, cast)
+        out = []
+        for items in self._gathered_state(bucket_mb << 20, cast):
+            state = {k: v for k, v in items if k not in self.frozen}
+            if self.dist.rank == 0 and state:
+                out += pack_buckets(checkpoint_state_dict(module, state).items(), bucket_mb << 20, cast)
+        return out
+
+    def _gathered_state(self, bucket_bytes: int, dtype: torch.dtype | None) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """ZeRO-3: the full state dict as lists of (name, tensor) of about `bucket_bytes` each (the
+        rule of `rollout.weight_sync.pack_buckets`, sizes in the export dtype; a whole tensor per
+        entry, so a fused MoE tensor converts to checkpoint format within its list). Each list's parameters
+        are all-gathered on every rank for as long as the caller holds it (peak: one bucket of
+        full weights); the tensors are only valid until the next item is requested. Buffers
+        (e.g. DeepSeek's router `e_score_correction_bias`) are not partitioned and pass as they are."""
+        import deepspeed
+
+        def out_bytes(t: torch.Tensor) -> int:
+            numel = getattr(t, "ds_numel", t.numel())
+            itemsize = dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size()
+            return numel * itemsize
+
+        group: list[tuple[str, torch.Tensor]] = []
+        size = 0
+
+        def gathered(items):
+            params = list({id(t): t for _, t in items if hasattr(t, "ds_id")}.values())  # tied: once
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                yield [(name, t.detach()) for name, t in items]
+
+        for name, t in self.engine.module.state_dict(keep_vars=True).items():
+            n = out_bytes(t)
+            if size and size + n > bucket_bytes:
+                yield from gathered(group)
+                group, size = [], 0
+            group.append((name, t))
+            size += n
+        if group:
+            yield from gathered(group)
 
     def state_fingerprint(self) -> list[float]:
-        """A few parameter sums, to compare weights across ranks/runs in tests."""
-        return [float(p.detach().float().sum()) for p in self.engine.module.parameters()]
+        """A few parameter sums, to compare weights across ranks/runs in tests (under ZeRO-3 all
+        ranks call it together)."""
+        if not self.zero3:
+            return [float(p.detach().float().sum()) for p in self.engine.module.parameters()]
+        sums = {}
+        for items in self._gathered_state(256 << 20, None):
+            sums.update((name, float(t.float().sum())) for name, t in items)
+        return [sums[name] for name, _ in self.engine.module.named_parameters()]
 
     def save(self, out_dir: str, save_deepspeed: bool = True) -> str:
-        """HF checkpoint (rank 0) + DeepSpeed state (all ranks) under out_dir."""
+        """HF checkpoint (rank 0) + DeepSpeed state (all ranks) under out_dir. Every rank calls it
+        (DeepSpeed's save is collective; under ZeRO-3 so is gathering the full weights)."""
         if save_deepspeed:
             self.engine.save_checkpoint(f"{out_dir}/deepspeed", tag="state")
+        state = None
+        if self.zero3:
+            state = {}
+            for items in self._gathered_state(256 << 20, torch.bfloat16):
+                if self.dist.rank == 0:
+                    state.update((name, t.to("cpu", torch.bfloat16 if t.is_floating_point() else t.dtype).clone())
+                                 for name, t in items)
         if self.dist.rank == 0:
-            save_hf(self.engine.module, self.tokenizer, f"{out_dir}/policy")
+            save_hf(self.engine.module, self.tokenizer, f"{out_dir}/policy", source=self.policy_dir,
+                    state_dict=state)
         return out_dir
 
     def load(self, out_dir: str) -> None:

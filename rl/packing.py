@@ -17,7 +17,8 @@ that target belongs to (-1 for none) so per-sequence log-prob sums are one `inde
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ class Sample:
     ids: list[int]
     target_mask: list[bool]
     index: int
+    images: list[Any] = field(default_factory=list)  # PIL images of a VLM prompt (ids hold their expanded placeholders)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class PackedBatch:
     seq: torch.Tensor  # [R*L] long, sample slot in `indices` for each target, -1 for none
     indices: list[int]  # Sample.index of each slot
     real_tokens: int = 0  # tokens that are not padding
+    images: list[Any] = field(default_factory=list)  # every sample's images, in placeholder order (row-major)
 
     @property
     def num_tokens(self) -> int:
@@ -81,6 +84,7 @@ def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
     targets: list[int] = []
     seq: list[int] = []
     indices: list[int] = []
+    images: list[Any] = []
     real = 0
     for row in rows:
         used = 0
@@ -89,6 +93,7 @@ def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
                 raise ValueError(f"sample {s.index}: ids and target_mask differ in length")
             slot = len(indices)
             indices.append(s.index)
+            images.extend(s.images)
             n = len(s.ids)
             ids.extend(s.ids)
             pos.extend(range(n))
@@ -110,6 +115,7 @@ def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
         seq=torch.tensor(seq, dtype=torch.long),
         indices=indices,
         real_tokens=real,
+        images=images,
     )
 
 

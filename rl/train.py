@@ -7,9 +7,11 @@ k1.5 length reward (§2.3.3), and the learner takes a few optimizer steps on
     L = mean_x mean_j ( r_j - b - tau * (log pi_theta(y_j|x) - log pi_theta_i(y_j|x)) )^2
 
 (`rl.mirror_descent`), whose gradient is -2 tau x the paper's Eq. 3. No value network; the
-optimizer state is reset every iteration. Differences from the paper: partial rollouts and
-multimodal prompts are not implemented yet; the reference log-probs are recomputed by the learner
-(exact) unless `objective.ref_logprobs: engine`.
+optimizer state is reset every iteration. Image prompts (vision-language policies) go through
+the same loop: the engine gets the decoded images, the learner the engine's expanded prompt ids
+and the same images (`rl.vision`). Differences from the paper: partial rollouts are not
+implemented yet; the reference log-probs are recomputed by the learner (exact) unless
+`objective.ref_logprobs: engine`.
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python rl/train.py --config experiments/configs/rl_demo.yaml
@@ -33,7 +35,7 @@ if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs
 import ray
 import torch
 
-from prompts.chat import encode_prompt
+from prompts.images import row_images
 from prompts.schema import load_prompt_rows
 from rl.checkpoint import latest_checkpoint, load_trainer_state, save_trainer_state
 from rl.config import RLConfig
@@ -46,7 +48,8 @@ from rl.modeling import load_tokenizer
 from rl.rollout_stats import iteration_metrics, sample_records
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rollout.engine import generate_sharded, make_rollout_actor
+from rl.vision import encode_request, load_vision
+from rollout.engine import GenRequest, generate_sharded, make_rollout_actor
 
 
 def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
@@ -79,7 +82,7 @@ def start_learners(cfg: RLConfig, policy: str) -> list:
     single_node = len([n for n in ray.nodes() if n["Alive"]]) == 1
     master = ray.get(ranks[0].address.remote(single_node), timeout=120)
     ray.get([r.setup.remote(policy, lc.deepspeed.model_dump(), i, lc.num_ranks, master,
-                            lc.tokens_per_microbatch, lc.row_tokens, cfg.seed)
+                            lc.tokens_per_microbatch, lc.row_tokens, cfg.seed, lc.freeze_vision_tower)
              for i, r in enumerate(ranks)], timeout=lc.timeout_s)
     return ranks
 
@@ -97,13 +100,26 @@ def main(argv: list[str] | None = None) -> dict:
     # -- config, data, sampler (all validated before any actor starts) ---------------------
     cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
     run_dir = Path(cfg.output_dir) / cfg.run_name
-    rows = load_prompt_rows(cfg.data.train_file)
+    px = cfg.data.max_image_pixels
+    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
     row_by_id = {r.id: r for r in rows}
-    eval_rows = load_prompt_rows(cfg.data.eval_file)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
+    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
     sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
     sampler_cfg_filters = bool(getattr(cfg.sampler, "dynamic_filtering", False))
     tokenizer = load_tokenizer(cfg.policy)
-    prompt_ids = {r.id: encode_prompt(tokenizer, r.chat()) for r in rows}
+    vision = load_vision(cfg.policy)
+    modality = "image" if any(r.has_images() for r in rows) else "text"
+    if modality == "image" and vision is None:
+        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
+    # Prompt ids (one placeholder per image) and engine-side lengths (placeholders expanded).
+    prompt_ids, prompt_len = {}, {}
+    for r in rows:
+        req, prompt_len[r.id] = encode_request(tokenizer, r, vision)
+        prompt_ids[r.id] = req if isinstance(req, list) else req.prompt_token_ids
+
+    def request(pid: str):  # images are decoded when a prompt is drawn, not held for the whole set
+        row = row_by_id[pid]
+        return GenRequest(prompt_ids[pid], row_images(row)) if row.has_images() else prompt_ids[pid]
 
     start_iter, policy, state = 0, cfg.policy, {}
     ckpt = latest_checkpoint(run_dir) if args.resume else None
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     def run_eval(iteration: int) -> dict:
         ec = cfg.eval
         res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
-                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=rc.engine.max_model_len)
+                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=rc.engine.max_model_len, vision=vision)
         print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
         return res.to_dict()
 
@@ -153,15 +169,16 @@ def main(argv: list[str] | None = None) -> dict:
         # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
         # item under a deadline). With dynamic filtering, groups whose k samples were all right or
         # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
-        chosen, gens, results, n_too_long = [], [], [], 0
+        chosen, gens, results, images, n_too_long = [], [], [], [], 0
         want, kept_ids, n_filtered = cfg.prompts_per_iteration, [], 0
         for _round in range(2 if sampler_cfg_filters else 1):
             ids = sampler.sample(want, it, exclude=chosen)
-            too_long = [i for i in ids if len(prompt_ids[i]) > cfg.data.max_prompt_tokens]
+            too_long = [i for i in ids if prompt_len[i] > cfg.data.max_prompt_tokens]
             ids = [i for i in ids if i not in too_long]
             n_too_long += len(too_long)
             t = time.perf_counter()
-            new_gens = generate([prompt_ids[i] for i in ids], rc.sampling)
+            requests = [request(i) for i in ids]
+            new_gens = generate(requests, rc.sampling)
             times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
@@ -172,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
                 per_prompt[g.prompt_index].append(r.score)
                 g.prompt_index += len(chosen)  # index into the iteration's `chosen`
             chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
+            images += [getattr(q, "images", []) for q in requests]
             scored = list(zip(ids, per_prompt))
             sampler.update(it, scored)
             kept_now, filtered_now = sampler.filter_groups(scored)
@@ -195,9 +213,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
         groups = [p for p in by_prompt if chosen[p] in kept]
+        # Image prompts: the engine's expanded prompt ids and the same decoded images.
         episodes = {
-            j: Episode(g.prompt_index, prompt_ids[chosen[g.prompt_index]], g.token_ids, float(rewards[j]),
-                       float(sum(g.logprobs)))
+            j: Episode(g.prompt_index, g.prompt_token_ids or prompt_ids[chosen[g.prompt_index]], g.token_ids,
+                       float(rewards[j]), float(sum(g.logprobs)), images[g.prompt_index])
             for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
         }
         t = time.perf_counter()
@@ -216,9 +235,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
         # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
+        # ZeRO-3 shards the weights: every rank takes part in gathering them, rank 0 returns them.
         t = time.perf_counter()
-        buckets = learners[0].export_weights.remote(dtype=sync_dtype)
-        ray.get([e.load_weights.remote(buckets) for e in engines], timeout=rc.timeout_s)
+        zero3 = cfg.learner.deepspeed.zero_stage == 3
+        exports = [lr.export_weights.remote(dtype=sync_dtype) for lr in (learners if zero3 else learners[:1])]
+        buckets = exports[0]
+        ray.get([e.load_weights.remote(buckets) for e in engines] + exports[1:], timeout=rc.timeout_s)
         times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
 
         # 7. eval, checkpoint, metrics
@@ -254,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
             break
 
     summary = {
+        "modality": modality,
         "iterations": it + 1,
         "wall_s": time.perf_counter() - t_start,
         "start_eval_pass_at_1": (start_eval or {}).get("pass_at_1"),

