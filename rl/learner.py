@@ -13,9 +13,9 @@ Per iteration (k1.5 §2.3.2, online policy mirror descent):
 ZeRO-3 shards the parameters themselves: every forward all-gathers each layer's weights in
 DeepSpeed's module hooks and every backward reduce-scatters its gradients, so forwards and
 backwards are collectives. Each rank must therefore run the same number of them: ranks with less
-work pad with forwards on a one-token dummy batch whose loss is multiplied by 0 (`_pad_*`), and
-code that reads whole weights (export, save, fingerprint) gathers them a bucket at a time on
-every rank (`_gathered_state`).
+work pad with forwards on a two-token dummy batch, followed by a backward of its loss times 0
+where a backward is due (`_dummy_forwards`, `_pad_backward`). Code that reads whole weights
+(export, save, fingerprint) gathers them a bucket at a time on every rank (`_gathered_state`).
 """
 
 from __future__ import annotations
@@ -370,11 +370,12 @@ class Learner:
 
     def _gathered_state(self, bucket_bytes: int, dtype: torch.dtype | None) -> Iterator[list[tuple[str, torch.Tensor]]]:
         """ZeRO-3: the full state dict as lists of (name, tensor) of about `bucket_bytes` each (the
-        rule of `rollout.weight_sync.pack_buckets`, sizes in the export dtype; a whole tensor per
-        entry, so a fused MoE tensor converts to checkpoint format within its list). Each list's parameters
-        are all-gathered on every rank for as long as the caller holds it (peak: one bucket of
-        full weights); the tensors are only valid until the next item is requested. Buffers
-        (e.g. DeepSeek's router `e_score_correction_bias`) are not partitioned and pass as they are."""
+        rule of `rollout.weight_sync.pack_buckets`, sizes in the export dtype; whole tensors, so a
+        fused MoE tensor converts to checkpoint format within its list). Each list's parameters
+        are all-gathered on every rank while the caller holds it (peak: one bucket of full
+        weights, not the model); its tensors are valid only until the next list is requested.
+        Buffers (e.g. DeepSeek's router `e_score_correction_bias`) are not partitioned and pass
+        as they are."""
         import deepspeed
 
         def out_bytes(t: torch.Tensor) -> int:
