@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,18 +15,28 @@ class _Strict(BaseModel):
 
 
 class TinyModelSpec(_Strict):
-    """Build the embedded tiny Qwen2 instead of loading a checkpoint (the CPU default)."""
+    """Build an embedded tiny model instead of loading a checkpoint (the CPU default): a Qwen2
+    (text demo) or a Kimi-K2.5 VLM, MoonViT tower + DeepSeek-V3 MoE decoder (image demo)."""
 
+    kind: Literal["qwen2", "kimi_k25"] = Field("qwen2", description="Architecture (experiments/tiny_model.py, tiny_vlm.py)")
     seed: int = Field(0, description="Init seed")
-    hidden_size: int = Field(256, gt=0, description="Model width")
+    hidden_size: int = Field(256, gt=0, description="Decoder width")
     num_layers: int = Field(4, gt=0, description="Decoder layers")
-    intermediate_size: int = Field(1024, gt=0, description="MLP width")
+    intermediate_size: int = Field(1024, gt=0, description="MLP width (kimi_k25: the dense first layer)")
+    moe_intermediate_size: int = Field(256, gt=0, description="kimi_k25: width of each routed expert")
+    n_routed_experts: int = Field(4, gt=0, description="kimi_k25: routed experts per MoE layer")
+    experts_per_tok: int = Field(2, gt=0, description="kimi_k25: experts each token is routed to")
+    vision_hidden: int = Field(64, gt=0, description="kimi_k25: MoonViT width")
+    vision_layers: int = Field(2, gt=0, description="kimi_k25: MoonViT blocks")
 
 
 class SFTData(_Strict):
     train_file: str = Field(description="SFT rows: prompt-row fields plus `response` (the assistant CoT)")
     generate_arith: bool = Field(
         False, description="Generate the embedded arithmetic task into the data files' directory if missing"
+    )
+    arith_modality: Literal["text", "image"] = Field(
+        "text", description="Embedded task: expressions in the prompt text, or rendered into images"
     )
     arith_seed: int = Field(0, description="Seed of the generated task")
     max_seq_len: int = Field(1024, gt=0, description="Longer examples are dropped and counted")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prompts.chat import encode_sft_example
-from prompts.schema import DataError, PromptRow, iter_raw_rows, row_from_dict
+from prompts.images import DEFAULT_MAX_IMAGE_PIXELS, open_image
+from prompts.schema import DataError, PromptRow, check_row_images, iter_raw_rows, row_from_dict
 from rl.packing import Sample
 
 
@@ -22,7 +23,8 @@ class SFTExample:
     response: str
 
 
-def load_sft_rows(path: str | Path) -> list[SFTExample]:
+def load_sft_rows(path: str | Path, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[SFTExample]:
+    """Every row validated (images: exist, decode, within the pixel budget) before any is used."""
     out = []
     for where, raw in iter_raw_rows(path):
         if not isinstance(raw, dict):
@@ -32,22 +34,31 @@ def load_sft_rows(path: str | Path) -> list[SFTExample]:
             raise DataError(f"{where}: missing or non-string field 'response' (the assistant CoT to train on)")
         rest = {k: v for k, v in raw.items() if k != "response"}
         row = row_from_dict(rest, where)
-        for m in row.prompt:
-            if not isinstance(m.content, str) and m.images():
-                raise DataError(f"{where}: image inputs need a vision-language policy; this SFT path is text-only")
+        if row.has_images():
+            check_row_images(row, where, Path(path).parent, max_image_pixels)
         out.append(SFTExample(row, response))
     return out
 
 
-def tokenize_examples(tokenizer, examples: list[SFTExample], max_seq_len: int) -> tuple[list[Sample], int]:
-    """Returns (samples, number dropped for exceeding max_seq_len)."""
+def tokenize_examples(tokenizer, examples: list[SFTExample], max_seq_len: int,
+                      vision=None) -> tuple[list[Sample], int]:
+    """Returns (samples, number dropped for exceeding max_seq_len). Image rows need `vision`
+    (rl.vision.load_vision of the policy): their placeholders are expanded here, and the
+    samples keep the image sources (decoded again per step, not held in memory)."""
     samples, dropped = [], 0
     for i, ex in enumerate(examples):
         ids, mask = encode_sft_example(tokenizer, ex.row.chat(), ex.response)
+        sources = ex.row.images()
+        if sources:
+            if vision is None:
+                raise DataError(f"row {ex.row.id!r} has images but the policy is text-only")
+            full = vision.expand(ids, [open_image(src) for src in sources])
+            n_prompt = len(full) - (len(ids) - mask.index(True))  # mask is False...False True...True
+            ids, mask = full, [j >= n_prompt for j in range(len(full))]
         if len(ids) > max_seq_len:
             dropped += 1
             continue
-        samples.append(Sample(ids, mask, i))
+        samples.append(Sample(ids, mask, i, list(sources)))
     return samples, dropped
 
 

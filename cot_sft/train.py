@@ -10,8 +10,11 @@ What it does, top to bottom:
   -> HF checkpoint (vLLM-loadable) -> held-out pass@1 with vLLM at temperature 1.0
      -> <run>/sft_eval.json.
 
-Differences from the papers: no multimodal data yet; a fixed number of optimizer steps instead
-of epochs (the embedded task is generated, so "an epoch" has no special meaning).
+Image rows (vision-language policies, e.g. the tiny Kimi-K2.5 of the image demo) train the
+same way: placeholders expanded as the engine expands them (`rl.vision`), pixel inputs decoded
+per step, tower, projector and decoder all trained. Differences from the papers: a fixed number
+of optimizer steps instead of epochs (the embedded task is generated, so "an epoch" has no
+special meaning).
 
     python -m cot_sft.train --config experiments/configs/sft_demo.yaml [--set train.max_steps=50]
 """
@@ -49,6 +52,10 @@ def init_tokenizer(cfg: SFTConfig):
     tokenized and checked before any output exists."""
     if cfg.init_checkpoint:
         return load_tokenizer(cfg.init_checkpoint)
+    if cfg.build_tiny.kind == "kimi_k25":
+        from experiments.tiny_vlm import build_vlm_tokenizer
+
+        return build_vlm_tokenizer()
     from experiments.tiny_model import build_tokenizer
 
     return build_tokenizer()
@@ -60,6 +67,15 @@ def prepare_init_checkpoint(cfg: SFTConfig, run_dir: Path) -> Path:
     from experiments.tiny_model import build_tiny_checkpoint
 
     spec = cfg.build_tiny
+    if spec.kind == "kimi_k25":
+        from experiments.tiny_vlm import build_tiny_vlm_checkpoint
+
+        return build_tiny_vlm_checkpoint(
+            run_dir / "init", seed=spec.seed, vision_hidden=spec.vision_hidden, vision_layers=spec.vision_layers,
+            hidden_size=spec.hidden_size, num_layers=spec.num_layers, intermediate_size=spec.intermediate_size,
+            moe_intermediate_size=spec.moe_intermediate_size, n_routed_experts=spec.n_routed_experts,
+            experts_per_tok=spec.experts_per_tok,
+        )
     return build_tiny_checkpoint(
         run_dir / "init", seed=spec.seed, hidden_size=spec.hidden_size,
         num_layers=spec.num_layers, intermediate_size=spec.intermediate_size,
@@ -69,7 +85,10 @@ def prepare_init_checkpoint(cfg: SFTConfig, run_dir: Path) -> Path:
 def ensure_task_data(cfg: SFTConfig) -> None:
     """Generate the embedded task if the config asks for it and the files are missing."""
     if cfg.data.generate_arith and not Path(cfg.data.train_file).exists():
-        from experiments.arith import main as gen
+        if cfg.data.arith_modality == "image":
+            from experiments.arith_image import main as gen
+        else:
+            from experiments.arith import main as gen
 
         gen(["--out", str(Path(cfg.data.train_file).parent), "--seed", str(cfg.data.arith_seed)])
 
@@ -77,6 +96,7 @@ def ensure_task_data(cfg: SFTConfig) -> None:
 def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
     from rl.evaluate import evaluate
     from rl.scoring import Scorer
+    from rl.vision import load_vision
     from rollout.engine import VLLMEngine
 
     ev = cfg.eval
@@ -85,7 +105,7 @@ def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
     with Scorer() as scorer:
         res = evaluate(
             engine.generate, engine.tokenizer, rows, scorer, samples=ev.samples, temperature=ev.temperature,
-            max_tokens=ev.max_tokens, seed=ev.seed, max_model_len=ev.engine.max_model_len,
+            max_tokens=ev.max_tokens, seed=ev.seed, max_model_len=ev.engine.max_model_len, vision=load_vision(ckpt),
         )
     return res.to_dict()
 
@@ -106,7 +126,16 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.eval.file and not args.no_eval:
         load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
     tokenizer = init_tokenizer(cfg)
-    samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len)
+    vision = None
+    if any(ex.row.has_images() for ex in examples):
+        from experiments.tiny_vlm import tiny_vision
+        from rl.vision import load_vision
+
+        if cfg.init_checkpoint:
+            vision = load_vision(cfg.init_checkpoint)
+        elif cfg.build_tiny.kind == "kimi_k25":
+            vision = tiny_vision(tokenizer.convert_tokens_to_ids("<|media_pad|>"))
+    samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
     if not samples:
         raise DataError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
     print(f"SFT data: {len(samples)} examples, {dropped} dropped (> {cfg.data.max_seq_len} tokens)")
@@ -150,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.distributed.all_reduce(total)
             loss_sum = 0.0
             for mb in micro:
-                ce = packed_ce_sum(engine, mb)
+                ce = packed_ce_sum(engine, mb, vision=vision)
                 engine.backward(ce * dist.world_size / total, scale_wrt_gas=False)
                 loss_sum += ce.item()
             engine.step()
@@ -172,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_s = time.perf_counter() - t_start
 
     # -- checkpoint and evaluation ---------------------------------------------------------
-    ckpt = save_hf(engine.module, tokenizer, run_dir / "checkpoint")
+    ckpt = save_hf(engine.module, tokenizer, run_dir / "checkpoint", source=init_ckpt)
     result = {"checkpoint": str(ckpt), "train_wall_s": train_s, "steps": step + 1, "tokens": tokens_seen}
     if cfg.eval.file and not args.no_eval and dist.rank == 0:
         ev = run_eval(cfg, ckpt)

@@ -30,8 +30,9 @@ import torch
 from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
 from rl.mirror_descent import MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
 from rl.modeling import checkpoint_state_dict, load_policy, load_tokenizer, packed_token_logprobs, save_hf
-from rl.vision import freeze_vision_tower, load_vision
+from rl.moe_metrics import RouterLoad
 from rl.packing import PackedBatch, Sample, pack, pack_by_budget, plan_bins
+from rl.vision import freeze_vision_tower, load_vision
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Learner:
         model = load_policy(policy)
         # A frozen vision tower takes no gradient, no optimizer state and no weight sync.
         self.frozen = set(freeze_vision_tower(model)) if freeze_vision else set()
+        self.router = RouterLoad.attach(model)  # MoE policies: expert load per iteration
         self.engine, self.bf16 = build_deepspeed(model, ds)
         self.zero3 = ds.zero_stage == 3
         self.tokens_per_microbatch = tokens_per_microbatch
@@ -242,6 +244,8 @@ class Learner:
         mini-batch m over all ranks (the global normaliser). Returns metrics summed/averaged over
         this rank (the driver combines ranks)."""
         t0 = time.perf_counter()
+        if self.router is not None:
+            self.router.reset()
         if reset_optimizer:
             reset_optimizer_state(self.engine)
         # pi_theta_i log-probs of mini-batches 1.. before any update (mini-batch 0 reuses its own
@@ -325,6 +329,8 @@ class Learner:
             stats["grad_norm"] += float(gn) if gn is not None else 0.0
             stats["steps"] += 1
         stats["seconds"] = time.perf_counter() - t0
+        if self.router is not None:
+            stats.update(self.router.stats())
         return stats
 
     def _discard_gradients(self) -> None:

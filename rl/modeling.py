@@ -130,8 +130,14 @@ def model_inputs(batch: PackedBatch, vision: Any | None, device: torch.device, d
     if batch.images:
         if vision is None:
             raise ValueError("a packed batch with images needs a vision-language policy (rl.vision.load_vision)")
-        vision.check_expanded(batch.input_ids.view(-1).tolist(), batch.images, "packed batch: ")
-        for k, v in vision.pixel_inputs(batch.images).items():
+        from PIL import Image
+
+        from prompts.images import open_image
+
+        # Decoded images (RL episodes) or sources (SFT samples, decoded per step).
+        images = [im if isinstance(im, Image.Image) else open_image(im) for im in batch.images]
+        vision.check_expanded(batch.input_ids.view(-1).tolist(), images, "packed batch: ")
+        for k, v in vision.pixel_inputs(images).items():
             kw[k] = v.to(device, dtype) if v.is_floating_point() else v.to(device)
     return kw
 

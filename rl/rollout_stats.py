@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from prompts.schema import PromptRow
+from rl.moe_metrics import load_metrics
 from rl.scoring import ScoreResult
 from rollout.engine import Generation
 
@@ -58,6 +59,7 @@ def iteration_metrics(
         "prompts_too_long": n_too_long,
         "sampler_filtered": n_filtered,
         "num_samples": len(gens),
+        **load_metrics(tot),  # MoE policies: expert load balance (rl/moe_metrics.py)
         **times,
         "iteration_s": sum(v for k, v in times.items() if k.startswith("time_")),
         **{k: v for k, v in sampler_metrics.items() if k not in ("sampler_filtered",)},

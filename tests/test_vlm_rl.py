@@ -255,3 +255,30 @@ def test_checkpoint_round_trip_keeps_hub_names_processor_and_logprobs(ckpt, lear
         lp, _ = packed_token_logprobs(model.eval(), pack([[sample]]), vision=vision)
     # Saved in bf16 (the checkpoint dtype), so equal to the fp32 learner up to bf16 rounding.
     assert mean_abs(lp[lp != 0].tolist(), learner.token_logprobs(seqs, plens, ims)[0]) < 0.05
+
+
+def test_sft_image_rows_expand_placeholders_and_mask_only_the_response(ckpt, vision, tokenizer, tmp_path):
+    """cot_sft on image rows: the prompt's placeholder is expanded as the engine would, the loss
+    mask covers exactly the response, the sample keeps the image source, and a text-only policy
+    is refused by name."""
+    from PIL import Image
+
+    from cot_sft.data import load_sft_rows, tokenize_examples
+    from prompts.chat import encode_sft_example
+    from prompts.schema import DataError, write_jsonl
+
+    Image.new("RGB", (28 * 5, 28), "white").save(tmp_path / "a.png")
+    write_jsonl(tmp_path / "sft.jsonl", [{
+        "id": "r0", "answer": "5", "response": "<think>2+3=5</think>\\boxed{5}",
+        "prompt": [{"role": "user", "content": [{"type": "image", "image": "a.png"},
+                                                 {"type": "text", "text": "Compute the expression in the image."}]}],
+    }])
+    examples = load_sft_rows(tmp_path / "sft.jsonl")
+    [sample], dropped = tokenize_examples(tokenizer, examples, 512, vision)
+    ids, mask = encode_sft_example(tokenizer, examples[0].row.chat(), examples[0].response)
+    assert dropped == 0 and sample.images == [str(tmp_path / "a.png")]
+    assert sample.ids.count(vision.image_token_id) == 5 == len(sample.ids) - len(ids) + 1
+    assert sum(sample.target_mask) == sum(mask) and sample.target_mask[-sum(mask):] == [True] * sum(mask)
+    assert sample.ids[-sum(mask):] == ids[-sum(mask):]
+    with pytest.raises(DataError, match="r0.*text-only"):
+        tokenize_examples(tokenizer, examples, 512, None)

@@ -149,6 +149,19 @@ const LINE_PANELS = [
     {get: 'learner_tokens_per_s', label: 'learner tokens/s', dash: 'dot'},
     {get: 'weight_sync_s', label: 'weight sync (s)', dash: 'dash', y2: true}]},
 ];
+// MoE policies only (rl/moe_metrics.py): the panel is added when a run logs expert load.
+const MOE_PANEL = {id: 'moe', y: 'max expert load (1 = balanced)', y2: 'load CV', series: [
+  {get: 'moe_load_max', label: 'max load: E x top share'},
+  {get: 'moe_load_cv', label: 'coefficient of variation', dash: 'dot', y2: true}]};
+
+function ensureMoePanel(runs) {
+  if (document.getElementById('panel-moe')) return true;
+  if (!runs.some((r) => series(r, 'moe_load_max').x.length)) return false;
+  const sec = el('section', {class: 'card', 'data-panel': 'moe'},
+                 el('h2', {}, 'MoE router: expert load balance'), el('div', {class: 'plot', id: 'panel-moe'}));
+  document.querySelector('[data-panel="throughput"]').before(sec);
+  return true;
+}
 
 function baseLayout(extra) {
   return Object.assign({
@@ -381,6 +394,7 @@ function render() {
   const runs = [...state.runs.values()];
   renderRuns(runs);
   for (const spec of LINE_PANELS) drawPanel(spec.id, linePanel(spec, runs));
+  if (ensureMoePanel(runs)) drawPanel('moe', linePanel(MOE_PANEL, runs));
   drawPanel('difficulty', difficultyPanel(runs));
   drawPanel('sampler', samplerPanel(runs));
   drawPanel('phases', phasesPanel(runs));
