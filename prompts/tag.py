@@ -43,6 +43,15 @@ and a re-run with different ones is refused unless --overwrite). Per-prompt seed
 (--seed, prompt id), so an interrupted-and-resumed run writes what an uninterrupted one does.
 Parquet output is written at the end from a JSONL progress file (`<output>.partial.jsonl`).
 
+Image prompts (issue 9): rows whose messages hold image parts ({"type": "image", "image": path or
+bytes}) are tagged by a vision-language checkpoint (`rl.vision.load_vision`); every image is
+decoded when the input is read, the samples and answer-only tries see the images, lengths count
+the expanded placeholders, and the engine never samples media tokens. A text-only --model with
+image rows stops before any engine starts (--on-bad-row skip: those rows are skipped). E.g.
+
+    python -m prompts.mathv --input ../shared/data/mathv/testmini.jsonl --output mathv.jsonl
+    thinkrl-tag --model VLM_CKPT --input mathv.jsonl --output mathv.tagged.jsonl
+
 Scoring: without --require-think the verifiers also take an answer from unformatted text (e.g.
 its last number), so a weak model's noise can "pass" prompts with one-digit answers; use
 --require-think when the policy is trained to close </think> (and the RL run scores that way).
@@ -140,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tensor-parallel-size", type=int, default=1)
     g.add_argument("--max-num-seqs", type=int, default=256)
     g.add_argument("--cpu-threads", type=int, default=None)
+    g.add_argument("--limit-images-per-prompt", type=int, default=4,
+                   help="Vision-language checkpoints: most images one prompt may carry (rows with more are bad rows)")
     g.add_argument("--engine-timeout", type=float, default=3600.0, help="Seconds one chunk may take on Ray engines")
     g.add_argument("--verify-workers", type=int, default=2)
     g.add_argument("--verify-timeout", type=float, default=5.0, help="Seconds per verification")
@@ -172,6 +183,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise DataError(f"{flag} must be >= 1, got {v}")
     if args.guess_tries < 0:
         raise DataError(f"--guess-tries must be >= 0, got {args.guess_tries}")
+    if args.limit_images_per_prompt < 0:
+        raise DataError(f"--limit-images-per-prompt must be >= 0, got {args.limit_images_per_prompt}")
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be >= 1, got {args.limit}")
     from prompts.tag_core import EXCLUDE_TYPES
@@ -279,6 +292,16 @@ class _Progress:
             self.bar.stop()
 
 
+def _vision_of(model: str) -> Any:
+    """The checkpoint's image I/O (`rl.vision.VisionIO`), None for a text-only checkpoint."""
+    from rl.vision import load_vision
+
+    try:
+        return load_vision(model)
+    except (NotImplementedError, FileNotFoundError, ValueError) as e:
+        raise DataError(f"--model {model}: {e}") from None
+
+
 def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False) -> Any:
     """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`).
     Accepts both constructor forms the adapter has had: `Scorer(VerifierConfig)` and the earlier
@@ -320,16 +343,36 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     s = _settings(args, tok, [r.domain for r in rules])
     if s.domain_fallback == "model" and not s.domain_labels:
         raise DataError("--domain-fallback model needs labels (--domain-labels or a rule set)")
-    tagger = Tagger(None, None, tok, s, rules)
+    vision = _vision_of(args.model)
+    with_images = [(where, row) for where, row in good if row.has_images()]
+    if with_images and vision is None and args.on_bad_row == "fail":
+        where, row = with_images[0]
+        raise DataError(f"{where}: row {row.id!r} has images, but --model {args.model} is a text-only checkpoint "
+                        f"(no vision_config in its config.json); {len(with_images)} of {len(good)} rows have images. "
+                        "Tag them with a vision-language checkpoint, or pass --on-bad-row skip to tag the text rows only")
+    tagger = Tagger(None, None, tok, s, rules, vision)
     try:
         from rl.rewards.base import KINDS
     except ImportError:  # older checkout: the scorer reports unknown verifiers itself
         KINDS = None
     usable = []
     for where, row in good:
+        n_images = len(row.images())
+        if n_images and vision is None:
+            bad.append(BadRow(where, f"row has {n_images} image(s) but --model is a text-only checkpoint"))
+            continue
+        if n_images > args.limit_images_per_prompt:
+            bad.append(BadRow(where, f"{n_images} images, over --limit-images-per-prompt {args.limit_images_per_prompt}"))
+            continue
         # Token ids are only measured here (keeping them would cost GBs on large sets); each chunk
-        # encodes its rows again.
-        longest = tagger.encode_row(row).longest()
+        # encodes its rows again (and decodes their images again).
+        try:
+            longest = tagger.encode_row(row).longest()
+        except ValueError as e:
+            if not n_images:
+                raise
+            bad.append(BadRow(where, str(e)))  # placeholders and images do not pair up
+            continue
         if longest >= s.max_model_len:
             bad.append(BadRow(where, f"prompt takes {longest} tokens (counting its answer-only / classifier "
                                      f"versions); --max-model-len {s.max_model_len} leaves no room for a response"))
@@ -363,6 +406,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     chunks = [usable[i : i + cs] for i in range(0, len(usable), cs)]
     todo = [left for left in ([r for r in c if r.id not in done] for c in chunks) if left]
     stats.already_done = len(usable) - sum(len(c) for c in todo)
+    stats.images = sum(len(r.images()) for c in todo for r in c)
     if todo:
         from rollout.engine import EngineConfig
         from prompts.tag_engine import Backend
@@ -374,6 +418,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
                 model=args.model, dtype=args.dtype, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
                 gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
                 seed=args.seed, max_num_seqs=args.max_num_seqs, cpu_threads=args.cpu_threads,
+                limit_images_per_prompt=args.limit_images_per_prompt,
             )
             backend = Backend(ecfg, args.engines, ray_address=args.ray_address, cpus_per_engine=args.cpus_per_engine,
                               gpus_per_engine=args.gpus_per_engine, timeout_s=args.engine_timeout)

@@ -13,6 +13,12 @@ Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
   the model answers right "within N attempts" without CoT, N = 8).
 - domain: see prompts/tag_domain.py; metadata `domain_source`.
 
+Image rows (vision-language checkpoints): the samples and the answer-only tries see the row's
+images (the guess template is spliced around the original message parts, so an interleaved
+figure stays where it was); the domain classifier sees the question text only (a label from the
+words is what the rules give too, and it keeps the classifier prompt model-agnostic). Length
+checks and response budgets count the expanded prompt (`rl.vision` placeholder expansion).
+
 All of a chunk's generations (samples, guesses, classifications) go to the engine in one call,
 and every job's seed is derived from (run seed, prompt id, purpose), so a prompt's tags do not
 depend on the chunk it falls in.
@@ -27,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prompts.chat import render_chat
+from prompts.images import row_images
 from prompts.schema import PromptRow
 from prompts.tag_domain import Rule, classifier_messages, known_domain, parse_label, rule_domain
 from prompts.tag_engine import Job, derive_seed
@@ -98,9 +105,19 @@ def excluded_type(row: PromptRow, types: tuple[str, ...]) -> str | None:
 
 
 def guess_messages(row: PromptRow, template: str) -> list[dict[str, Any]]:
-    """The prompt with its last user message put in the answer-only template."""
+    """The prompt with its last user message put in the answer-only template. A message with
+    images keeps its parts in order, the template's text around them ("{question}" marks where)."""
     msgs = row.chat()
     users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    last = row.prompt[users[-1]] if users else None
+    if last is not None and last.images():
+        before, sep, after = template.partition("{question}")
+        parts = list(msgs[users[-1]]["content"])
+        if not sep:  # no "{question}" slot: the images, then the template
+            parts, before, after = [p for p in parts if p["type"] == "image"], "", template
+        parts = [{"type": "text", "text": before}, *parts, {"type": "text", "text": after}]
+        msgs[users[-1]] = {"role": "user", "content": [p for p in parts if p["type"] == "image" or p["text"]]}
+        return msgs
     text = template.replace("{question}", row.question())
     if users:
         msgs[users[-1]] = {"role": "user", "content": text}
@@ -113,10 +130,18 @@ def guess_messages(row: PromptRow, template: str) -> list[dict[str, Any]]:
 class Encoded:
     sample: tuple[int, ...]
     guess: tuple[int, ...] | None  # None: no guess tries
-    classify: tuple[int, ...] | None  # None: no model classification for this row
+    classify: tuple[int, ...] | None  # None: no model classification for this row (text only)
+    image_extra: int = 0  # tokens the engine adds expanding the image placeholders (sample, guess)
+
+    def sample_len(self) -> int:
+        return len(self.sample) + self.image_extra
+
+    def guess_len(self) -> int:
+        return len(self.guess) + self.image_extra if self.guess is not None else 0
 
     def longest(self) -> int:
-        return max(len(x) for x in (self.sample, self.guess, self.classify) if x is not None)
+        """The longest prompt in engine tokens (image placeholders expanded)."""
+        return max(self.sample_len(), self.guess_len(), len(self.classify or ()))
 
 
 @dataclass
@@ -129,35 +154,56 @@ class ChunkTiming:
 class Tagger:
     """Tags chunks of rows with a generation backend and a `Scorer`."""
 
-    def __init__(self, backend: Any, scorer: Any, tokenizer: Any, s: TagSettings, rules: list[Rule]):
+    def __init__(self, backend: Any, scorer: Any, tokenizer: Any, s: TagSettings, rules: list[Rule],
+                 vision: Any = None):
         self.backend, self.scorer, self.tok, self.s, self.rules = backend, scorer, tokenizer, s, rules
+        self.vision = vision  # `rl.vision.VisionIO` of a VLM checkpoint, None for a text-only one
 
     def encode(self, messages: list[dict[str, Any]], prefill: str = "") -> tuple[int, ...]:
         return tuple(self.tok.encode(render_chat(self.tok, messages, True) + prefill, add_special_tokens=False))
 
-    def encode_row(self, row: PromptRow) -> Encoded:
-        """Token ids of every prompt the row needs (measured up front, encoded again per chunk)."""
+    def encode_row(self, row: PromptRow, images: list[Any] | None = None) -> Encoded:
+        """Token ids of every prompt the row needs (measured up front, encoded again per chunk).
+        `images`: the row's decoded images (decoded here when None). Raises ValueError, naming the
+        row, when it has images and the checkpoint is text-only, or placeholders and images do not
+        pair up."""
         s = self.s
+        sample = self.encode(row.chat())
         guess = self.encode(guess_messages(row, s.guess_template), s.guess_prefill) if s.guess_tries else None
         classify = None
         if s.domain_fallback == "model" and known_domain(row, s.domain_keys)[0] is None:
             classify = self.encode(classifier_messages(row.question(), list(s.domain_labels)))
-        return Encoded(self.encode(row.chat()), guess, classify)
+        extra = 0
+        if row.has_images():
+            if self.vision is None:
+                raise ValueError(f"row {row.id!r} has images but the checkpoint is text-only (no vision_config)")
+            if images is None:
+                images = row_images(row)
+            try:
+                for ids in (sample, guess):  # `expand` checks the placeholders pair up with the images
+                    if ids is not None:
+                        self.vision.expand(ids, images)
+            except ValueError as e:
+                raise ValueError(f"row {row.id!r}: {e}") from None
+            extra = self.vision.expanded_len(sample, images) - len(sample)
+        return Encoded(sample, guess, classify, extra)
 
     def tag(self, rows: list[PromptRow]) -> tuple[list[dict], ChunkTiming]:
         s, t = self.s, ChunkTiming()
         t0 = time.perf_counter()
-        enc = [self.encode_row(r) for r in rows]
+        images = [tuple(row_images(r)) if r.has_images() else () for r in rows]
+        enc = [self.encode_row(r, list(ims)) for r, ims in zip(rows, images)]
         budget = s.max_model_len
         jobs: list[Job] = []
-        for row, e in zip(rows, enc):
-            jobs.append(Job(e.sample, s.samples, s.temperature, min(s.max_tokens, budget - len(e.sample)),
-                            derive_seed(s.seed, row.id, "sample"), s.top_p))
+        for row, e, ims in zip(rows, enc, images):
+            jobs.append(Job(e.sample, s.samples, s.temperature, min(s.max_tokens, budget - e.sample_len()),
+                            derive_seed(s.seed, row.id, "sample"), s.top_p, ims))
         guess_at = len(jobs)
         if s.guess_tries > 0:
-            for row, e in zip(rows, enc):
+            for row, e, ims in zip(rows, enc, images):
                 jobs.append(Job(e.guess, s.guess_tries, s.guess_temperature,
-                                min(s.guess_max_tokens, budget - len(e.guess)), derive_seed(s.seed, row.id, "guess")))
+                                min(s.guess_max_tokens, budget - e.guess_len()), derive_seed(s.seed, row.id, "guess"),
+                                1.0, ims))
         domains = [known_domain(r, s.domain_keys) for r in rows]
         classify = [i for i, e in enumerate(enc) if e.classify is not None]
         classify_at = len(jobs)
@@ -232,6 +278,7 @@ class RunStats:
     excluded: dict[str, int] = field(default_factory=dict)
     already_done: int = 0
     tagged_now: int = 0
+    images: int = 0  # images in the prompts tagged this run (each decoded and sent to the engine)
     engine_start_s: float = 0.0
     tag_wall_s: float = 0.0  # from the first chunk to the last, engine start excluded
     generate_s: float = 0.0
@@ -266,9 +313,11 @@ def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStat
     rows = kept + dropped
     by_bucket: dict[int, list[float]] = defaultdict(list)
     by_domain: dict[str, list[float]] = defaultdict(list)
+    by_verifier: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         by_bucket[int(r["difficulty"])].append(r["pass_rate"])
         by_domain[str(r.get("domain"))].append(r["pass_rate"])
+        by_verifier[str(r.get("verifier", "math"))].append(r["pass_rate"])
     rates = [r["pass_rate"] for r in rows]
     guess = [r for r in rows if (r.get("metadata") or {}).get("guessable")]
     work = st.generate_s + st.verify_s + st.other_s
@@ -291,12 +340,15 @@ def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStat
             d: {"count": len(v), "mean_pass_rate": sum(v) / len(v)}
             for d, v in sorted(by_domain.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         },
+        # rows scored by each verifier (the row's `verifier` picks it in rl.rewards)
+        "verifiers": {k: {"count": len(v), "mean_pass_rate": sum(v) / len(v)} for k, v in sorted(by_verifier.items())},
         "this_run": {
             "input_rows": st.input_rows,
             "bad_rows": st.bad_rows,
             "excluded": st.excluded,
             "already_done": st.already_done,
             "tagged": st.tagged_now,
+            "images": st.images,
             "engine_start_s": round(st.engine_start_s, 2),
             "wall_s": round(st.tag_wall_s, 2),
             "prompts_per_s": round(st.tagged_now / st.tag_wall_s, 3) if st.tag_wall_s > 0 else None,
@@ -338,6 +390,9 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         f"this run: {run['tagged']} tagged, {run['already_done']} already done, {run['bad_rows']} bad rows skipped, "
         f"excluded {sum(run['excluded'].values())} {dict(run['excluded']) or ''}".rstrip(),
     ]
+    if len(summary.get("verifiers", {})) > 1 or run.get("images"):
+        by_v = ", ".join(f"{k} {v['count']} (mean {pct(v['mean_pass_rate'])})" for k, v in summary["verifiers"].items())
+        lines.append(f"verifiers: {by_v}; images sent this run: {run.get('images', 0)}")
     sp = summary["spearman_pass_rate_vs_known_difficulty"]
     if sp is not None:
         lines.append(f"Spearman rho(pass rate, known difficulty): {sp['rho']:.3f} over {sp['n']} prompts")

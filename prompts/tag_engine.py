@@ -10,6 +10,12 @@ batching the same chunks; see prompts/tag.py).
 
 One `generate_jobs` call takes jobs of different kinds (k difficulty samples at T=1, N short
 answer-only guesses, one greedy domain classification) so they share one scheduler batch.
+
+Image prompts (vision-language checkpoints, issue 9): a job carries its row's decoded images and
+prompt ids with one placeholder per image; the engine passes them as `multi_modal_data` (through
+`rl.vision`, as `VLLMEngine.generate` does) and vLLM expands the placeholders. With several Ray
+engines the images travel inside the pickled jobs (a row's sample and guess jobs share one image
+list, which pickle stores once), so engine actors never need the image files.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ def derive_seed(seed: int, prompt_id: str, purpose: str) -> int:
 class Job:
     """n samples of one prompt (token ids) with one sampling setting and its own seed."""
 
-    prompt_ids: tuple[int, ...]
+    prompt_ids: tuple[int, ...]  # one placeholder token per image (the chat template's output)
     n: int
     temperature: float
     max_tokens: int
     seed: int
     top_p: float = 1.0
+    images: tuple[Any, ...] = ()  # decoded PIL images, in placeholder order
 
 
 @dataclass
@@ -61,14 +68,29 @@ class TagEngine(VLLMEngine):
 
         if not jobs:
             return []
-        prompts = [TokensPrompt(prompt_token_ids=list(j.prompt_ids)) for j in jobs]
+        prompts = []
+        for j in jobs:
+            p: dict[str, Any] = {"prompt_token_ids": list(j.prompt_ids)}
+            if j.images:
+                p["multi_modal_data"] = self._mm_data(list(j.images))  # raises for a text-only model
+            prompts.append(TokensPrompt(**p))
+        # A VLM's media tokens are never sampled, as in `VLLMEngine.generate` (a sampled placeholder
+        # would be scored as text here, and read as an image slot by anything that re-runs it).
+        ban = {t: -100.0 for t in self.vision.media_token_ids} if self.vision is not None else None
         params = [
             SamplingParams(
-                n=j.n, temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens, seed=j.seed
+                n=j.n, temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens, seed=j.seed,
+                logit_bias=ban,
             )
             for j in jobs
         ]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
+        for i, out in enumerate(outs):
+            # A request the engine failed (e.g. an image the encoder never ran) has no response to
+            # score; tagging it as a miss would bias the pass rate, so the chunk fails instead.
+            if any(c.finish_reason == "error" for c in out.outputs):
+                raise RuntimeError(f"vLLM failed job {i} of {len(jobs)} (finish_reason 'error', "
+                                   f"{len(jobs[i].images)} image(s), {len(jobs[i].prompt_ids)} prompt tokens)")
         return [
             [Sample(c.text, len(c.token_ids), c.finish_reason or "abort") for c in out.outputs] for out in outs
         ]

@@ -17,6 +17,12 @@ and are named by row number. Field names are mapped (`FieldMap`):
     verifier `FieldMap.verifier` if set, else the row's own `verifier`, else "integer" for
              gsm8k-format answers and "math" otherwise.
 
+Image parts (`{"type": "image", "image": path or bytes}`, see prompts/images.py) are checked
+here as `load_prompt_rows` checks them: a relative path resolves against the input file's
+directory (a saved dataset directory: against that directory) and is made absolute, and every
+image is decoded once and held to the pixel budget; a row whose image fails is a bad row, named
+by file:line and image number.
+
 A known difficulty label (`FieldMap.known_difficulty_field`, default the row's `difficulty`; e.g.
 MATH's `level`, "Level 3" -> 3) is copied to metadata["known_difficulty"], as an int where one can
 be read from it, and never overwritten: the output's `difficulty` is the tagged bucket. Every other
@@ -38,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from prompts.schema import DataError, PromptRow
+from prompts.images import DEFAULT_MAX_IMAGE_PIXELS
+from prompts.schema import DataError, PromptRow, check_row_images
 
 ANSWER_FORMATS = ("auto", "raw", "boxed", "gsm8k")
 _OWN_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -243,6 +250,7 @@ def load_rows(
     """Every row that maps cleanly (with its location), and every one that does not. A repeated
     id is a bad row (the first occurrence is kept)."""
     stem = Path(path).name.split(".")[0]
+    base_dir = Path(path) if Path(path).is_dir() else Path(path).parent
     good: list[tuple[str, PromptRow]] = []
     bad: list[BadRow] = []
     first_at: dict[str, str] = {}
@@ -259,6 +267,12 @@ def load_rows(
             bad.append(BadRow(where, f"duplicate id {row.id!r} (first at {first_at[row.id]})"))
             continue
         first_at[row.id] = where
+        if row.has_images():
+            try:
+                check_row_images(row, where, base_dir, DEFAULT_MAX_IMAGE_PIXELS)
+            except DataError as e:
+                bad.append(BadRow(where, str(e).removeprefix(f"{where}: ")))
+                continue
         good.append((where, row))
     return good, bad
 
