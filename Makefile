@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.thinkrl-installed-$(VLLM_EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test browser clean-runs
+.PHONY: setup demo demo-image test browser clean-runs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ browser:
 
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
+
+# The same two-stage demo on the image task with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder).
+demo-image: setup
+	SFT_CONFIG=experiments/configs/sft_image_demo.yaml RL_CONFIG=experiments/configs/rl_image_demo.yaml \
+	SFT_RUN=demo-image RL_RUN=demo-image-rl PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
 test: setup browser
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -38,6 +38,9 @@ class SFTData(_Strict):
     arith_modality: Literal["text", "image"] = Field(
         "text", description="Embedded task: expressions in the prompt text, or rendered into images"
     )
+    arith_max_level: int | None = Field(
+        None, ge=1, description="Image task: keep levels up to this one (all splits; None: levels 1-6)"
+    )
     arith_seed: int = Field(0, description="Seed of the generated task")
     max_seq_len: int = Field(1024, gt=0, description="Longer examples are dropped and counted")
     max_examples: int | None = Field(None, gt=0, description="Use at most this many rows (after validation)")

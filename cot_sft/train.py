@@ -90,7 +90,12 @@ def ensure_task_data(cfg: SFTConfig) -> None:
         else:
             from experiments.arith import main as gen
 
-        gen(["--out", str(Path(cfg.data.train_file).parent), "--seed", str(cfg.data.arith_seed)])
+        args = ["--out", str(Path(cfg.data.train_file).parent), "--seed", str(cfg.data.arith_seed)]
+        if cfg.data.arith_max_level is not None:
+            if cfg.data.arith_modality != "image":
+                raise ConfigError("data.arith_max_level applies to the image task (data.arith_modality: image)")
+            args += ["--max-level", str(cfg.data.arith_max_level)]
+        gen(args)
 
 
 def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:

@@ -141,8 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=420)
     ap.add_argument("--slip-prob", type=float, default=0.15, help="share of traces with a caught slip")
+    ap.add_argument("--max-level", type=int, default=None,
+                    help="keep only rows up to this difficulty level (shorter traces: a cheaper task for "
+                         "slow learners such as the CPU demo's VLM)")
     args = ap.parse_args(argv)
     splits = generate_image_task(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob)
+    if args.max_level is not None:
+        splits = {k: [r for r in rows if r["difficulty"] <= args.max_level] for k, rows in splits.items()}
     out = Path(args.out)
     for name, rows in splits.items():
         n_images = write_images(rows, out, args.seed)
