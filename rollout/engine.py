@@ -193,6 +193,8 @@ class VLLMEngine:
             r = requests[i]
             expanded = list(out.prompt_token_ids) if isinstance(r, GenRequest) and r.images else None
             for c in out.outputs:
+                if c.finish_reason == "error":  # e.g. a stale multimodal cache entry: never train on it
+                    raise RuntimeError(f"vLLM failed request {i} of this call (finish_reason 'error')")
                 # With logprobs=0 each position's dict holds exactly the sampled token.
                 lps = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)] if c.logprobs else []
                 gens.append(Generation(i, list(c.token_ids), lps, c.finish_reason or "abort", c.text, expanded))
