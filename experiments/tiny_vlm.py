@@ -308,6 +308,14 @@ def build_tiny_vlm_checkpoint(
     torch.manual_seed(seed)
     model = Kimi_K25ForConditionalGeneration(config)
     _randomize_router_bias(model, seed)
+    # transformers initialises MoonViT's learned position embedding with std 1, ~3x the patch
+    # embedding's output at this width, so a fresh tower encodes where a patch is far more than
+    # what is in it (a tiny VLM SFT'd on rendered digits learned their positions, not their
+    # identities: 0.04 pass@1). Start it at the other weights' scale instead.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("patch_embed.pos_emb.position_embeddings"):
+                p.normal_(0.0, init_std)
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2) + "\n")
     (out / "processor_config.json").write_text(json.dumps({"processor_class": "Kimi_K25Processor"}, indent=2) + "\n")
     from rl.modeling import save_hf
