@@ -200,9 +200,10 @@ BAD_ROWS = {
     "prompt_is_a_number": (lambda r: {**r, "prompt": 7}, "field 'prompt'"),
     "content_is_a_number": (lambda r: {**r, "prompt": [{"role": "user", "content": 7}]}, "field 'prompt.0.content"),
     "no_response": (lambda r: _without(r, "response"), "missing or non-string field 'response'"),
-    "image_input": (
+    # Image rows train (VLM policies); an image that is not there stops the run before anything is written.
+    "missing_image": (
         lambda r: {**r, "prompt": [{"role": "user", "content": [{"type": "image", "image": "x.png"}]}]},
-        "image inputs need a vision-language policy",
+        "image 1 ('x.png'): no such file",
     ),
 }
 
