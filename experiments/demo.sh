@@ -17,6 +17,9 @@ echo "== 1/3 SFT warm start ($SFT_CONFIG)"
 if [ -f "runs/$SFT_RUN/sft_eval.json" ] && [ -d "runs/$SFT_RUN/checkpoint" ]; then
   echo "runs/$SFT_RUN/checkpoint exists; skipping SFT (delete it to retrain)"
 else
+  if [ -n "${SFT_STAGE1_CONFIG:-}" ]; then  # a first SFT stage whose checkpoint SFT_CONFIG starts from
+    python -m cot_sft.train --config "$SFT_STAGE1_CONFIG" --no-eval
+  fi
   python -m cot_sft.train --config "$SFT_CONFIG" --set run_name="$SFT_RUN"
 fi
 

@@ -34,7 +34,7 @@ COLUMNS = (
 def table_row(label: str, model: str, res: EvalResult) -> dict:
     return {"label": label, "model": model, "pass_at_1": res.pass_at_1, "n_prompts": res.n,
             "samples_per_prompt": res.samples_per_prompt, "temperature": res.temperature,
-            "wall_s": res.wall_s, **res.lengths}
+            "wall_s": res.wall_s, **res.lengths, "samples": res.samples}
 
 
 def format_table(rows: list[dict]) -> str:
