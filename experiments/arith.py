@@ -243,20 +243,28 @@ def generate(
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="data/arith", help="output directory")
+def split_args(doc: str, out: str, slip_prob: float, slip_help: str) -> argparse.ArgumentParser:
+    """The command line every embedded task shares: where, seed, split sizes, slip share."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=out, help="output directory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-sft", type=int, default=20000)
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=420)
-    ap.add_argument("--slip-prob", type=float, default=0.15, help="share of traces with a caught slip")
-    args = ap.parse_args(argv)
-    splits = generate(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob)
-    out = Path(args.out)
+    ap.add_argument("--slip-prob", type=float, default=slip_prob, help=slip_help)
+    return ap
+
+
+def write_splits(splits: dict[str, list[dict]], out_dir: str) -> None:
+    out = Path(out_dir)
     for name, rows in splits.items():
         write_jsonl(out / f"{name}.jsonl", rows)
         print(f"wrote {len(rows):6d} rows to {out / (name + '.jsonl')}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = split_args(__doc__, "data/arith", 0.15, "share of traces with a caught slip").parse_args(argv)
+    write_splits(generate(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob), args.out)
 
 
 if __name__ == "__main__":

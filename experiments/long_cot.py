@@ -44,12 +44,9 @@ Why it has the properties the length penalty needs:
 
 from __future__ import annotations
 
-import argparse
 import random
-from pathlib import Path
 
-from experiments.arith import Problem, column_lines, generate
-from prompts.schema import write_jsonl
+from experiments.arith import Problem, column_lines, generate, split_args, write_splits
 
 RECHECK_PHRASES = (
     "Check again to be sure:",
@@ -168,20 +165,11 @@ def generate_long_task(seed: int, n_sft: int, n_train: int, n_eval: int, slip_pr
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="data/long", help="output directory")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-sft", type=int, default=20000)
-    ap.add_argument("--n-train", type=int, default=4000)
-    ap.add_argument("--n-eval", type=int, default=420)
-    ap.add_argument("--slip-prob", type=float, default=0.2, help="share of traces whose work holds a slip")
+    ap = split_args(__doc__, "data/long", 0.2, "share of traces whose work holds a slip")
     ap.add_argument("--p-recheck", type=float, default=0.7, help="chance of each further check pass")
     args = ap.parse_args(argv)
-    splits = generate_long_task(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob, args.p_recheck)
-    out = Path(args.out)
-    for name, rows in splits.items():
-        write_jsonl(out / f"{name}.jsonl", rows)
-        print(f"wrote {len(rows):6d} rows to {out / (name + '.jsonl')}")
+    write_splits(generate_long_task(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob,
+                                    args.p_recheck), args.out)
 
 
 if __name__ == "__main__":
