@@ -149,17 +149,28 @@ const LINE_PANELS = [
     {get: 'learner_tokens_per_s', label: 'learner tokens/s', dash: 'dot'},
     {get: 'weight_sync_s', label: 'weight sync (s)', dash: 'dash', y2: true}]},
 ];
-// MoE policies only (rl/moe_metrics.py): the panel is added when a run logs expert load.
-const MOE_PANEL = {id: 'moe', y: 'max expert load (1 = balanced)', y2: 'load CV', series: [
+// Panels drawn only for runs that log their metrics, placed before the named panel.
+// MoE policies (rl/moe_metrics.py): expert load balance.
+const MOE_PANEL = {id: 'moe', title: 'MoE router: expert load balance', key: 'moe_load_max', before: 'throughput',
+  y: 'max expert load (1 = balanced)', y2: 'load CV', series: [
   {get: 'moe_load_max', label: 'max load: E x top share'},
   {get: 'moe_load_cv', label: 'coefficient of variation', dash: 'dot', y2: true}]};
+// Length distribution per iteration (rl/rollout_stats.py length_metrics): long-CoT runs.
+const LENGTH_DIST_PANEL = {id: 'lengthdist', title: 'Length distribution: correct vs incorrect, truncation',
+  key: 'response_len_correct_p50', before: 'kl', y: 'tokens', y2: 'share cut at max_tokens', series: [
+  {get: 'response_len_correct_p50', label: 'correct p50'},
+  {get: 'response_len_correct_p90', label: 'correct p90', dash: 'dot'},
+  {get: 'response_len_incorrect_p50', label: 'incorrect p50', dash: 'dash'},
+  {get: 'response_len_incorrect_p90', label: 'incorrect p90', dash: 'dashdot'},
+  {get: 'truncated_frac', label: 'truncated share', dash: 'longdash', y2: true}]};
+const OPTIONAL_PANELS = [LENGTH_DIST_PANEL, MOE_PANEL];
 
-function ensureMoePanel(runs) {
-  if (document.getElementById('panel-moe')) return true;
-  if (!runs.some((r) => series(r, 'moe_load_max').x.length)) return false;
-  const sec = el('section', {class: 'card', 'data-panel': 'moe'},
-                 el('h2', {}, 'MoE router: expert load balance'), el('div', {class: 'plot', id: 'panel-moe'}));
-  document.querySelector('[data-panel="throughput"]').before(sec);
+function ensurePanel(spec, runs) {
+  if (document.getElementById('panel-' + spec.id)) return true;
+  if (!runs.some((r) => series(r, spec.key).x.length)) return false;
+  const sec = el('section', {class: 'card', 'data-panel': spec.id},
+                 el('h2', {}, spec.title), el('div', {class: 'plot', id: 'panel-' + spec.id}));
+  document.querySelector('[data-panel="' + spec.before + '"]').before(sec);
   return true;
 }
 
@@ -394,7 +405,7 @@ function render() {
   const runs = [...state.runs.values()];
   renderRuns(runs);
   for (const spec of LINE_PANELS) drawPanel(spec.id, linePanel(spec, runs));
-  if (ensureMoePanel(runs)) drawPanel('moe', linePanel(MOE_PANEL, runs));
+  for (const spec of OPTIONAL_PANELS) if (ensurePanel(spec, runs)) drawPanel(spec.id, linePanel(spec, runs));
   drawPanel('difficulty', difficultyPanel(runs));
   drawPanel('sampler', samplerPanel(runs));
   drawPanel('phases', phasesPanel(runs));

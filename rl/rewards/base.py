@@ -35,6 +35,7 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"  # the per-item deadline passed; the worker was killed and replaced
     WORKER_CRASHED = "worker_crashed"  # the worker died (segfault, OOM kill) on this item
     ERROR = "error"  # the verifier raised; the exception type is in metrics["error"]
+    TRUNCATED = "truncated"  # cut at max_tokens: never scored, whatever its text holds
     JUDGE_CORRECT = "judge_correct"
     JUDGE_INCORRECT = "judge_incorrect"
     JUDGE_UNPARSABLE = "judge_unparsable"  # no valid verdict in the judge's output: not a pass
