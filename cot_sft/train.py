@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     init_ckpt = prepare_init_checkpoint(cfg, run_dir)
 
     # -- model and DeepSpeed ---------------------------------------------------------------
-    dist = init_distributed()
+    dist = init_distributed(nccl=cfg.optim.nccl)
     torch.manual_seed(cfg.train.seed)
     model = load_policy(init_ckpt)
     tr = cfg.train
@@ -181,11 +181,11 @@ def main(argv: list[str] | None = None) -> dict:
     progress = ProgressLine("SFT", tr.max_steps, every_s=30.0)  # plain lines: readable in `make demo > log`
     for step in range(tr.max_steps):
         epoch, batch = next(stream)
-        micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens)
+        micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens, device=dist.device)
         n_targets = sum(mb.num_targets for mb in micro)
         # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
         # gradients over ranks, so scale by world size to get the sum / global count.
-        total = torch.tensor(float(n_targets))
+        total = torch.tensor(float(n_targets), device=dist.device)
         if dist.world_size > 1:
             torch.distributed.all_reduce(total)
         loss_sum = 0.0

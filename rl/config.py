@@ -1,7 +1,17 @@
-"""Typed config of the RL stage (`rl/train.py`). Every field documented; unknown keys are errors."""
+"""Typed config of the RL stage (`rl/train.py`). Every field documented; unknown keys are errors.
+
+GPU layouts are checked at load, before any actor starts (issue 17), against the cluster the
+config declares (`ray.num_gpus`, `ray.gpus_per_node`): Ray itself would leave an actor that does
+not fit pending until a timeout, and the cluster's size is not known until the driver connects,
+while a config should fail the moment it is read. Tensor parallelism is checked against the
+policy's own config.json when it is a local checkpoint (vLLM would refuse it at engine start).
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,7 +46,10 @@ class RolloutConfig(_Strict):
     )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="k samples per prompt, T=1.0")
     actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per engine actor")
-    actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per engine actor (GPU clusters: 1)")
+    actor_num_gpus: float = Field(
+        0.0, ge=0, description="Ray GPU request per engine actor: 0 on CPUs; on GPUs the engine's "
+        "engine.tensor_parallel_size, or a fraction <= 1 for several small engines on one GPU"
+    )
     timeout_s: float = Field(1800, gt=0, description="Upper bound on one rollout call (a hung engine fails the run)")
 
 
@@ -71,7 +84,9 @@ class LearnerConfig(_Strict):
         False, description="VLM policies: train projector and decoder only; the tower is then not synced"
     )
     actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per learner rank")
-    actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per learner rank (GPU clusters: 1)")
+    actor_num_gpus: float = Field(
+        0.0, ge=0, description="Ray GPU request per learner rank: 0 (CPU, gloo) or 1 (one GPU per rank, NCCL)"
+    )
     threads: int | None = Field(
         None, gt=0, description="CPU: torch threads per rank (None: Ray's OMP_NUM_THREADS, i.e. actor_num_cpus). "
         "Rollout and learning take turns, so one rank may use every core of its node"
@@ -103,6 +118,14 @@ class RayConfig(_Strict):
         None, description="Cluster to join; None: the job's cluster under `ray job submit`, else a local one"
     )
     num_cpus: int | None = Field(None, description="CPUs of a locally started cluster")
+    num_gpus: int | None = Field(
+        None, ge=1, description="GPUs of the cluster the run uses, all nodes; required when an actor asks for "
+        "a GPU, so that a layout that cannot fit fails at load instead of leaving actors pending"
+    )
+    gpus_per_node: int | None = Field(
+        None, ge=1, description="GPUs per node (None: num_gpus, one node); an engine's tensor-parallel "
+        "group must fit on one node"
+    )
 
 
 class RLConfig(_Strict):
@@ -146,4 +169,71 @@ class RLConfig(_Strict):
             raise ValueError(
                 f"learner.row_tokens ({lc.row_tokens}) > learner.tokens_per_microbatch ({lc.tokens_per_microbatch})"
             )
+        check_gpu_layout(self)
+        check_tensor_parallel(self.rollout.engine.tensor_parallel_size, self.policy)
         return self
+
+
+def check_gpu_layout(cfg: RLConfig) -> None:
+    """Each actor's GPU request is one the code can use, and all of them fit the declared cluster.
+    Raises ValueError naming the config keys."""
+    rc, lc, ray = cfg.rollout, cfg.learner, cfg.ray
+    tp, eg = rc.engine.tensor_parallel_size, rc.actor_num_gpus
+    if lc.actor_num_gpus not in (0, 1):
+        raise ValueError(f"learner.actor_num_gpus ({lc.actor_num_gpus}) must be 0 (CPU) or 1: a learner rank "
+                         "owns one whole GPU (two ranks on one GPU break NCCL)")
+    if lc.deepspeed.nccl.env and lc.actor_num_gpus == 0:
+        raise ValueError("learner.deepspeed.nccl.env is set but learner.actor_num_gpus is 0: CPU ranks use gloo")
+    if eg > 0:
+        if tp > 1 and eg != tp:
+            raise ValueError(f"rollout.actor_num_gpus ({eg}) must equal rollout.engine.tensor_parallel_size ({tp}): "
+                             "the engine's tensor-parallel workers run on the GPUs its actor holds")
+        if tp == 1 and eg > 1:
+            raise ValueError(f"rollout.actor_num_gpus ({eg}) > 1 with rollout.engine.tensor_parallel_size 1: "
+                             "the engine would use one of them")
+        if eg < 1 and rc.engine.gpu_memory_utilization > eg:
+            raise ValueError(f"rollout.engine.gpu_memory_utilization ({rc.engine.gpu_memory_utilization}) > "
+                             f"rollout.actor_num_gpus ({eg}): engines sharing a GPU would claim more than all of it")
+    engine_gpus, learner_gpus = rc.num_engines * eg, lc.num_ranks * lc.actor_num_gpus
+    if engine_gpus + learner_gpus == 0:
+        return
+    if ray.num_gpus is None:
+        raise ValueError("ray.num_gpus is not set, but rollout.actor_num_gpus / learner.actor_num_gpus ask for "
+                         "GPUs: declare the cluster's GPUs so the layout is checked before any actor starts")
+    per_node = ray.gpus_per_node or ray.num_gpus
+    if engine_gpus + learner_gpus > ray.num_gpus:
+        raise ValueError(
+            f"rollout.num_engines x rollout.actor_num_gpus + learner.num_ranks x learner.actor_num_gpus = "
+            f"{rc.num_engines} x {eg:g} + {lc.num_ranks} x {lc.actor_num_gpus:g} = {engine_gpus + learner_gpus:g} "
+            f"GPUs > ray.num_gpus ({ray.num_gpus})"
+        )
+    if eg >= 1:  # whole-GPU engines: each node holds per_node // eg of them (an engine cannot span nodes)
+        full, rest = divmod(ray.num_gpus, per_node)
+        slots = full * (per_node // math.ceil(eg)) + rest // math.ceil(eg)
+        if rc.num_engines > slots:
+            raise ValueError(
+                f"rollout.num_engines ({rc.num_engines}) engines of rollout.actor_num_gpus ({eg:g}) GPUs: only "
+                f"{slots} fit in ray.num_gpus ({ray.num_gpus}) on nodes of ray.gpus_per_node ({per_node})"
+            )
+
+
+def check_tensor_parallel(tp: int, policy: str) -> None:
+    """vLLM splits attention heads over the tensor-parallel group: TP must divide the policy's
+    query heads, and its KV heads must divide or be divided by TP (fewer KV heads than GPUs are
+    replicated). Read from the policy's config.json (a VLM's `text_config`); a policy that is not
+    a local checkpoint yet (a hub id, an SFT output still to be written) is left to vLLM."""
+    if tp == 1:
+        return
+    f = Path(policy) / "config.json"
+    if not f.is_file():
+        return
+    cfg = json.loads(f.read_text())
+    text = cfg.get("text_config", cfg)
+    heads = text.get("num_attention_heads")
+    kv = text.get("num_key_value_heads") or heads
+    if heads is not None and heads % tp:
+        raise ValueError(f"rollout.engine.tensor_parallel_size ({tp}) does not divide the policy's "
+                         f"num_attention_heads ({heads}, {f})")
+    if kv is not None and (tp % kv if tp >= kv else kv % tp):
+        raise ValueError(f"rollout.engine.tensor_parallel_size ({tp}) and the policy's num_key_value_heads ({kv}, "
+                         f"{f}): one must divide the other")

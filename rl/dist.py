@@ -1,18 +1,45 @@
 """Distributed plumbing, kept at the edge: process-group init and the DeepSpeed engine.
 
-Everything else in the learners is written for one rank and gets `rank`/`world_size` from here.
-On a CPU box DeepSpeed falls back to its CPU accelerator and we use gloo; on GPUs, NCCL.
+Everything else in the learners is written for one rank and gets `rank`/`world_size` and its
+`device` from here (issue 17): one device per rank, decided once in `init_distributed`. With CUDA
+visible the rank owns one GPU and the process group is NCCL; otherwise the CPU and gloo. Either
+way `DistInfo.device` is where every tensor of that rank's learner lives, collectives' operands
+included (NCCL only takes CUDA tensors, gloo takes CPU ones).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class NcclConfig(BaseModel):
+    """Process-group settings of the learner ranks (`deepspeed.init_distributed` creates the group).
+    On GPUs the group is NCCL; `env` is applied in every rank before the group exists."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout_s: float = Field(
+        1800, gt=0, description="A collective that waits longer than this fails the run (gloo too): a rank "
+        "that died or diverged must not hang the others forever"
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="NCCL_* / TORCH_NCCL_* variables for every rank, e.g. "
+        "NCCL_SOCKET_IFNAME (multi-node: the NIC between nodes), NCCL_IB_HCA, NCCL_DEBUG=WARN"
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _nccl_names(cls, env: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in env if not k.startswith(("NCCL_", "TORCH_NCCL_"))]
+        if bad:
+            raise ValueError(f"{bad}: only NCCL_* and TORCH_NCCL_* variables belong here")
+        return env
 
 
 class DeepSpeedConfig(BaseModel):
@@ -28,10 +55,13 @@ class DeepSpeedConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    nccl: NcclConfig = Field(default_factory=NcclConfig, description="Process group: timeout, NCCL environment")
 
 
 @dataclass
 class DistInfo:
+    """This rank's place in the process group and its one device (collectives' operands too)."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -56,11 +86,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(rank: int | None = None, world_size: int | None = None, master: str | None = None) -> DistInfo:
+def rank_device(rank: int) -> torch.device:
+    """The one device of a learner rank: its GPU when CUDA is visible (LOCAL_RANK if a launcher
+    set it, else rank modulo the visible GPUs; a Ray actor with num_gpus=1 sees exactly one),
+    else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    n = torch.cuda.device_count()
+    local = int(os.environ.get("LOCAL_RANK", rank % n))
+    if not 0 <= local < n:
+        raise RuntimeError(f"rank {rank}: LOCAL_RANK={local} but only {n} GPU(s) are visible")
+    return torch.device("cuda", local)
+
+
+def init_distributed(rank: int | None = None, world_size: int | None = None, master: str | None = None,
+                     nccl: NcclConfig | None = None) -> DistInfo:
     """Join (or create) the torch process group. Single process needs no launcher: we default to
-    rank 0 of 1 on a free loopback port. Ray-launched learner ranks pass rank/world/master."""
+    rank 0 of 1 on a free loopback port. Ray-launched learner ranks pass rank/world/master.
+
+    The rank's device (`rank_device`) is made the current CUDA device before the group exists,
+    so DeepSpeed places the model there (it uses the current device) and NCCL's communicator is
+    bound to it; the backend follows the device (NCCL for a GPU, gloo for the CPU)."""
     import deepspeed
 
+    nccl = nccl or NcclConfig()
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if master:
@@ -69,12 +118,15 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(free_port()))
     os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0 if not torch.cuda.is_available() else rank % torch.cuda.device_count()))
-    os.environ["LOCAL_RANK"] = str(local_rank)
+    device = rank_device(rank)
+    os.environ["LOCAL_RANK"] = str(device.index or 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        os.environ.update(nccl.env)
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", auto_mpi_discovery=False)
-    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    return DistInfo(rank, world_size, local_rank, device)
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
+                                   auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=nccl.timeout_s))
+    return DistInfo(rank, world_size, device.index or 0, device)
 
 
 def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None) -> tuple[Any, bool]:

@@ -16,6 +16,11 @@ backwards are collectives. Each rank must therefore run the same number of them:
 work pad with forwards on a two-token dummy batch, followed by a backward of its loss times 0
 where a backward is due (`_dummy_forwards`, `_pad_backward`). Code that reads whole weights
 (export, save, fingerprint) gathers them a bucket at a time on every rank (`_gathered_state`).
+
+Devices (issue 17): a rank has one device, `self.device`, decided by `rl.dist.init_distributed`
+(its GPU under NCCL, else the CPU under gloo). Micro-batches are packed on it, the loss inputs
+are made on it, and the tensors handed to collectives live on it; the host sees only Python
+numbers (episodes in, stats out).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Iterator
 import torch
 
 from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
-from rl.mirror_descent import MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
+from rl.mirror_descent import GroupIndex, MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
 from rl.modeling import checkpoint_state_dict, load_policy, load_tokenizer, packed_token_logprobs, save_hf
 from rl.moe_metrics import RouterLoad
 from rl.packing import PackedBatch, Sample, pack, pack_by_budget, padded_tokens, plan_rows
@@ -67,11 +72,13 @@ def shard_groups(minibatches: list[list[int]], group_episodes: dict[int, list[Ep
 
 
 def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int,
-                short_row_tokens: int | None = None) -> list[PackedBatch]:
+                short_row_tokens: int | None = None, *,
+                device: torch.device | str | None = None) -> list[PackedBatch]:
     """Micro-batches that never split a prompt group (the loss's baseline and 1/k weights are
     per group). Groups are added to a micro-batch while its samples, packed first-fit-decreasing
     into rows of `row_tokens`, fit in max_tokens // row_tokens rows; a group that needs more
-    rows on its own becomes a micro-batch of its own. Every micro-batch is one `PackedBatch`.
+    rows on its own becomes a micro-batch of its own. Every micro-batch is one `PackedBatch`,
+    its tensors on `device`.
     With `short_row_tokens` (long-CoT, see `rl.packing.plan_rows`) the test is the padded size
     (rows x widest row) against max_tokens."""
     if row_tokens > max_tokens:
@@ -104,7 +111,20 @@ def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int,
         current = current + idxs
     if current:
         batches.append(current)
-    return [pack([[samples[i] for i in row] for row in rows(idxs)]) for idxs in batches]
+    return [pack([[samples[i] for i in row] for row in rows(idxs)], device=device) for idxs in batches]
+
+
+def loss_inputs(logp_N: torch.Tensor, episodes: list[Episode], ref_logp: list[float] | None) -> MirrorDescentLossInputs:
+    """The loss's inputs for one micro-batch (`episodes` in slot order), every tensor made on
+    logp_N's device from the episodes' Python numbers (the group index too, so no device sync).
+    `ref_logp` None: the batch is its own reference (mini-batch 0 runs before any update)."""
+    dev, dt = logp_N.device, logp_N.dtype
+    return MirrorDescentLossInputs(
+        logp_N=logp_N,
+        ref_logp_N=logp_N.detach() if ref_logp is None else torch.tensor(ref_logp, dtype=dt, device=dev),
+        rewards_N=torch.tensor([e.reward for e in episodes], dtype=dt, device=dev),
+        group_ids_N=GroupIndex.from_labels([e.group for e in episodes], dev),
+    )
 
 
 def reset_optimizer_state(engine) -> None:
@@ -145,7 +165,8 @@ class Learner:
             # (world size 2 vs 1 differ by ~2 x lr), so data-parallel invariance does not hold.
             raise ValueError("ZeRO-2 with several learner ranks gives wrong gradients when a step has "
                              "several micro-batches (DeepSpeed 0.19.8); use zero_stage 0 or 1")
-        self.dist = init_distributed(rank, world_size, master)
+        self.dist = init_distributed(rank, world_size, master, ds.nccl)
+        self.device = self.dist.device
         torch.manual_seed(seed)
         self.tokenizer = load_tokenizer(policy)
         self.vision = load_vision(policy)
@@ -157,6 +178,8 @@ class Learner:
         self.frozen = set(freeze_vision_tower(model)) if freeze_vision else set()
         self.router = RouterLoad.attach(model)  # MoE policies: expert load per iteration
         self.engine, self.bf16 = build_deepspeed(model, ds)
+        if self.engine.device != self.device:  # DeepSpeed places the model on the current device
+            raise RuntimeError(f"DeepSpeed put the policy on {self.engine.device}, the rank's device is {self.device}")
         self.zero3 = ds.zero_stage == 3
         self.tokens_per_microbatch = tokens_per_microbatch
         self.row_tokens = row_tokens
@@ -175,7 +198,8 @@ class Learner:
         """log pi(y|x) of each episode under the current weights (no grad). Under ZeRO-3 with several
         ranks every rank must call this together (possibly with no episodes)."""
         out = [0.0] * len(episodes)
-        micro = pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens) if episodes else []
+        micro = (pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens,
+                             device=self.device) if episodes else [])
         pad = self._forwards_short_of_busiest(len(micro))
         for mb in micro:
             seq_logp, _ = self._sequence_logps(mb)
@@ -198,7 +222,8 @@ class Learner:
                 p, s = p + len(full) - len(s), full
             samples.append(Sample(s, [j >= p for j in range(len(s))], i, list(im)))
         out: list[list[float]] = [[] for _ in sequences]
-        micro = pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens) if samples else []
+        micro = (pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens,
+                                device=self.device) if samples else [])
         pad = self._forwards_short_of_busiest(len(micro))
         for mb in micro:
             logp_T, _ = packed_token_logprobs(self.engine, mb, vision=self.vision)
@@ -219,14 +244,14 @@ class Learner:
         all_reduce must not interleave with DeepSpeed's own per-forward collectives."""
         if not self._collective_forwards():
             return 0
-        t = torch.tensor([float(n)])
+        t = torch.tensor([float(n)], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return int(t.item()) - n
 
     def _dummy_batch(self) -> PackedBatch:
         """One two-token sequence with one target: the cheapest forward that touches every layer."""
         tok = self.tokenizer.eos_token_id or 0
-        return pack([[Sample([tok, tok], [False, True], 0)]])
+        return pack([[Sample([tok, tok], [False, True], 0)]], device=self.device)
 
     @torch.no_grad()
     def _dummy_forwards(self, n: int) -> None:
@@ -274,13 +299,14 @@ class Learner:
         for m, eps in enumerate(minibatches):
             if num_groups[m] == 0:  # no group anywhere (all prompts too long or filtered): no step
                 continue
-            micro = pack_groups(eps, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens) if eps else []
+            micro = (pack_groups(eps, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens,
+                                 device=self.device) if eps else [])
             # One collective for two facts: does any rank hold a non-finite reward, and how many
             # backward passes does the busiest rank need. Every rank runs that many (short ranks
             # pad with all-zero backwards, `_pad_backward`): a rank with no group of this mini-batch
             # must still take part in the step, and stages that reduce inside backward pair them up.
             rewards_ok = all(math.isfinite(e.reward) for e in eps)
-            sync = torch.tensor([0.0 if rewards_ok else 1.0, float(len(micro))])
+            sync = torch.tensor([0.0 if rewards_ok else 1.0, float(len(micro))], device=self.device)
             if world > 1:
                 torch.distributed.all_reduce(sync, op=torch.distributed.ReduceOp.MAX)
             if sync[0].item() > 0:  # skip the whole step on every rank: weights stay as they are
@@ -292,22 +318,13 @@ class Learner:
             for mb in micro:
                 seq_logp, ent_T = self._sequence_logps(mb, with_entropy=True)
                 batch_eps = [eps[i] for i in mb.indices]
-                if ref[m] is None:
-                    ref_logp = seq_logp.detach()
-                    engine_lp = torch.tensor([e.sample_logprob_sum for e in batch_eps])
-                    stats["engine_ref_abs_diff"] += float((engine_lp - ref_logp).abs().sum())
+                inputs = loss_inputs(seq_logp, batch_eps, None if ref[m] is None else [ref[m][i] for i in mb.indices])
+                if ref[m] is None:  # how far vLLM's pi_theta_i is from the learner's (a metric)
+                    engine_lp = [e.sample_logprob_sum for e in batch_eps]
+                    diff = torch.tensor(engine_lp, dtype=seq_logp.dtype, device=self.device) - inputs.ref_logp_N
+                    stats["engine_ref_abs_diff"] += float(diff.abs().sum())
                     stats["engine_ref_seqs"] += len(batch_eps)
-                else:
-                    ref_logp = torch.tensor([ref[m][i] for i in mb.indices], dtype=torch.float32)
-                out = mirror_descent_loss(
-                    MirrorDescentLossInputs(
-                        logp_N=seq_logp,
-                        ref_logp_N=ref_logp.to(seq_logp.dtype),
-                        rewards_N=torch.tensor([e.reward for e in batch_eps], dtype=seq_logp.dtype),
-                        group_ids_N=torch.tensor([e.group for e in batch_eps]),
-                    ),
-                    tau=tau, num_groups_total=num_groups[m], baseline=baseline,
-                )
+                out = mirror_descent_loss(inputs, tau=tau, num_groups_total=num_groups[m], baseline=baseline)
                 if not torch.isfinite(out.loss):
                     nonfinite = True
                     if self.zero3:  # pair the forward that ran with a backward (the step is dropped)
@@ -327,7 +344,7 @@ class Learner:
                 stats["tokens"] += mb.num_tokens
             for _ in range(n_backward - done):
                 self._pad_backward()
-            flag = torch.tensor(1.0 if nonfinite else 0.0)
+            flag = torch.tensor(1.0 if nonfinite else 0.0, device=self.device)
             if world > 1:
                 torch.distributed.all_reduce(flag)
             if flag.item() > 0:

@@ -122,10 +122,14 @@ def save_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, dtype: torch
 def model_inputs(batch: PackedBatch, vision: Any | None, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Forward kwargs of a packed batch: ids, restarting positions, and for image samples the
     pixel inputs of `batch.images` (in placeholder order, floats in the model's `dtype`), after
-    checking the placeholder count."""
+    checking the placeholder count. The batch must already be on the model's `device` (packed
+    there, `rl.packing.pack(device=)`); pixel inputs are decoded on the host here and this is
+    where they cross to the device."""
+    if batch.input_ids.device != device:
+        raise ValueError(f"packed batch on {batch.input_ids.device} but the model on {device}: pack it with "
+                         "device= the rank's device (rl.dist.init_distributed)")
     kw: dict[str, Any] = {
-        "input_ids": batch.input_ids.to(device), "position_ids": batch.position_ids.to(device),
-        "attention_mask": None, "use_cache": False,
+        "input_ids": batch.input_ids, "position_ids": batch.position_ids, "attention_mask": None, "use_cache": False,
     }
     if batch.images:
         if vision is None:
@@ -157,7 +161,7 @@ def packed_token_logprobs(
     with torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
         logits = model(**model_inputs(batch, vision, param.device, param.dtype)).logits
     logits = logits.float().reshape(-1, logits.shape[-1])
-    targets = batch.targets.to(param.device)
+    targets = batch.targets
     valid = targets != IGNORE
     logp_all = torch.log_softmax(logits, dim=-1)
     logp_T = logp_all.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid

@@ -13,6 +13,9 @@ long row would spend most of its FLOPs on masked-out pairs (measured: 8k-token r
 Targets are aligned to logits: `targets_T[t]` is the token predicted at position t (that is,
 token t+1 of the same sample) or -100 where nothing is trained, and `seq_T[t]` says which sample
 that target belongs to (-1 for none) so per-sequence log-prob sums are one `index_add_`.
+
+Device: a batch's tensors are built on the `device` the caller passes (the learner rank's, from
+`rl.dist`), so nothing downstream has to move them (issue 17).
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ def plan_bins(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return [sorted(b) for b in bins]
 
 
-def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
+def pack(rows: list[list[Sample]], pad_id: int = 0, device: torch.device | str | None = None) -> PackedBatch:
     """Pack samples into rows (each inner list is one row), right-padded to the longest row.
-    Padding gets positions 0.. of its own, so it forms a separate segment nothing attends into."""
+    Padding gets positions 0.. of its own, so it forms a separate segment nothing attends into.
+    The tensors are made on `device` (default: the CPU); images stay host objects."""
     width = max(sum(len(s.ids) for s in row) for row in rows)
     ids: list[int] = []
     pos: list[int] = []
@@ -108,11 +112,14 @@ def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
         pos.extend(range(pad))
         targets.extend([IGNORE] * pad)
         seq.extend([-1] * pad)
+    def long(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
     return PackedBatch(
-        input_ids=torch.tensor(ids, dtype=torch.long).view(len(rows), width),
-        position_ids=torch.tensor(pos, dtype=torch.long).view(len(rows), width),
-        targets=torch.tensor(targets, dtype=torch.long),
-        seq=torch.tensor(seq, dtype=torch.long),
+        input_ids=long(ids).view(len(rows), width),
+        position_ids=long(pos).view(len(rows), width),
+        targets=long(targets),
+        seq=long(seq),
         indices=indices,
         real_tokens=real,
         images=images,
@@ -142,9 +149,11 @@ def padded_tokens(rows: list[list[int]], lengths: list[int]) -> int:
 
 
 def pack_by_budget(samples: list[Sample], max_tokens: int, row_tokens: int | None = None,
-                   short_row_tokens: int | None = None) -> list[PackedBatch]:
+                   short_row_tokens: int | None = None, *,
+                   device: torch.device | str | None = None) -> list[PackedBatch]:
     """Micro-batches of about `max_tokens` tokens each, made of rows of at most `row_tokens`
-    tokens (default: one row per micro-batch). Groups of rows are contiguous in bin order.
+    tokens (default: one row per micro-batch), on `device`. Groups of rows are contiguous in
+    bin order.
     With `short_row_tokens` (see `plan_rows`), consecutive rows share a micro-batch while their
     padded size fits `max_tokens`."""
     row_tokens = row_tokens or max_tokens
@@ -168,4 +177,4 @@ def pack_by_budget(samples: list[Sample], max_tokens: int, row_tokens: int | Non
             else:
                 groups.append([b])
                 open_group = not alone
-    return [pack([[samples[i] for i in b] for b in g]) for g in groups]
+    return [pack([[samples[i] for i in b] for b in g], device=device) for g in groups]

@@ -53,9 +53,10 @@ def pack_buckets(
         chunks, entries, size = [], [], 0
 
     for name, t in named_tensors:
-        t = t.detach().to("cpu")
+        t = t.detach()
         if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
+            t = t.to(dtype)  # on the learner's device first: fp32 -> bf16 halves the bytes copied off it
+        t = t.to("cpu")  # bytes are host memory (the Ray object store); the engine copies them onto its GPU
         raw = t.contiguous().view(torch.uint8).numpy().tobytes()
         if size and size + len(raw) > bucket_bytes:
             flush()

@@ -1,6 +1,8 @@
 """Shared, session-scoped fixtures. Keep this small: each fixture is expensive and reused.
 
 - `arith_data`: the embedded arithmetic task, generated once (sft/train/eval JSONL in one dir).
+- `gpu` marker: tests that need CUDA; without it they are marked skipped here, so `pytest -m gpu`
+  on a CPU box reports them as skipped, never as passed.
 - `sft_checkpoint`: a short real SFT run through `cot_sft.train.main` (DeepSpeed ZeRO-1, bf16
   where the CPU has it) on `arith_data`; an HF checkpoint dir that vLLM and transformers load and
   that greedy-decodes in the trained format (<think> ... </think> ... \\boxed{}).
@@ -13,6 +15,17 @@ from pathlib import Path
 import pytest
 
 SFT_STEPS = 60  # see tests/test_sft.py::test_sft_checkpoint_generates_the_trained_format
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: CUDA is not available on this machine")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

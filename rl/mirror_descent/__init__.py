@@ -1,8 +1,11 @@
 """Pure mathematical core of the Kimi k1.5 RL objective (arXiv 2501.12599, §2.3.2-§2.3.3).
 
 No model, no process group: the learner computes log-probs and global normalisers and calls these.
+Every function takes tensors on any device and returns tensors on that device; none makes a
+tensor anywhere else (tests/test_device.py runs them on `meta` and records every op's output).
 """
 
+from rl.mirror_descent.groups import GroupIndex
 from rl.mirror_descent.length_penalty import (
     CORRECT_ATOL,
     is_correct,
@@ -20,6 +23,7 @@ from rl.mirror_descent.loss import (
 __all__ = [
     "BASELINES",
     "CORRECT_ATOL",
+    "GroupIndex",
     "MirrorDescentLossInputs",
     "MirrorDescentLossOutputs",
     "entropy_from_logits",

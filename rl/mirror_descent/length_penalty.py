@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rl.mirror_descent.groups import group_index, segment_amax, segment_amin
+from rl.mirror_descent.groups import GroupIndex, group_index, has_values, segment_amax, segment_amin
 
 # A score counts as correct ("r_j = 1" in the paper) when it is >= 1 - CORRECT_ATOL, so a
 # verifier score of 0.9999999 (float32 rounding of 1) is correct and partial credit is not.
@@ -39,7 +39,7 @@ def is_correct(correct_N: Tensor) -> Tensor:
 def length_penalty(
     lengths_N: Tensor,
     correct_N: Tensor,
-    group_ids_N: Tensor,
+    group_ids_N: Tensor | GroupIndex,
     *,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -47,36 +47,39 @@ def length_penalty(
 
     lengths_N    (N,) response lengths in tokens (int or float, finite, >= 0)
     correct_N    (N,) bool, or float scores (correct where >= 1 - 1e-6, see `is_correct`)
-    group_ids_N  (N,) int prompt-group labels; groups may have different sizes, and the
-                 min/max lengths are taken over each group's own responses only.
+    group_ids_N  (N,) int prompt-group labels, or their `GroupIndex`; groups may have different
+                 sizes, and the min/max lengths are taken over each group's own responses only.
 
-    Computed in float64 and returned as `dtype`. A group of size 1, or whose responses all have
+    All three on one device (any); computed in float64 there and returned as `dtype`. A group of size 1, or whose responses all have
     the same length, gets 0. Raises ValueError for empty input, shape mismatches, or
     non-finite/negative lengths (a length is a token count: a NaN here is a pipeline bug, and it
     would otherwise spread to every response of its group through min/max).
     """
-    for name, t in (("lengths_N", lengths_N), ("correct_N", correct_N), ("group_ids_N", group_ids_N)):
+    ids_N = group_ids_N.index_N if isinstance(group_ids_N, GroupIndex) else group_ids_N
+    for name, t in (("lengths_N", lengths_N), ("correct_N", correct_N), ("group_ids_N", ids_N)):
         if not isinstance(t, Tensor) or t.dim() != 1:
             raise ValueError(f"{name} must be a 1-D tensor, got {getattr(t, 'shape', type(t))}")
+        if t.device != lengths_N.device:
+            raise ValueError(f"{name} is on {t.device} but lengths_N on {lengths_N.device}")
     n = lengths_N.numel()
     if n == 0:
         raise ValueError("empty batch: length_penalty needs at least one response")
-    if correct_N.numel() != n or group_ids_N.numel() != n:
+    if correct_N.numel() != n or ids_N.numel() != n:
         raise ValueError(
-            f"shape mismatch: lengths_N {n}, correct_N {correct_N.numel()}, group_ids_N {group_ids_N.numel()}"
+            f"shape mismatch: lengths_N {n}, correct_N {correct_N.numel()}, group_ids_N {ids_N.numel()}"
         )
     lengths = lengths_N.to(torch.float64)
-    if not bool(torch.isfinite(lengths).all()) or bool((lengths < 0).any()):
+    if has_values(lengths) and (not bool(torch.isfinite(lengths).all()) or bool((lengths < 0).any())):
         raise ValueError("lengths_N must be finite and >= 0 (token counts)")
 
-    groups = group_index(group_ids_N.to(lengths.device))
+    groups = group_index(group_ids_N)
     min_N = segment_amin(lengths, groups)[groups.index_N]
     max_N = segment_amax(lengths, groups)[groups.index_N]
     span_N = max_N - min_N
     # Where the span is 0 every response has the same length: lambda = 0. Dividing by a
     # placeholder 1 there keeps the unused branch finite (no 0/0 NaN inside torch.where).
     lam_N = torch.where(span_N > 0, 0.5 - (lengths - min_N) / torch.where(span_N > 0, span_N, 1.0), 0.0)
-    reward_N = torch.where(is_correct(correct_N.to(lengths.device)), lam_N, lam_N.clamp(max=0.0))
+    reward_N = torch.where(is_correct(correct_N), lam_N, lam_N.clamp(max=0.0))
     return reward_N.to(dtype)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rl.mirror_descent.groups import has_values
+
 
 def sequence_logprob_sums(
     token_logp_T: Tensor,
@@ -41,12 +43,15 @@ def sequence_logprob_sums(
         raise ValueError(f"seq_idx_T shape {tuple(seq_idx_T.shape)} != token_logp_T shape {tuple(token_logp_T.shape)}")
     if seq_idx_T.dtype.is_floating_point or seq_idx_T.dtype == torch.bool:
         raise ValueError(f"seq_idx_T must be an integer tensor, got {seq_idx_T.dtype}")
+    if seq_idx_T.device != token_logp_T.device:  # the learner once passed a CPU index here (issue 17)
+        raise ValueError(f"seq_idx_T is on {seq_idx_T.device} but token_logp_T on {token_logp_T.device}")
     dtype = torch.promote_types(token_logp_T.dtype, torch.float32)
     values = token_logp_T.reshape(-1).to(dtype)
     idx = seq_idx_T.reshape(-1).to(torch.int64)
     if response_mask_T is not None:
-        if response_mask_T.shape != token_logp_T.shape or response_mask_T.dtype != torch.bool:
-            raise ValueError("response_mask_T must be a bool tensor with the shape of token_logp_T")
+        if (response_mask_T.shape != token_logp_T.shape or response_mask_T.dtype != torch.bool
+                or response_mask_T.device != token_logp_T.device):
+            raise ValueError("response_mask_T must be a bool tensor with the shape and device of token_logp_T")
         keep = response_mask_T.reshape(-1)
         # torch.where rather than boolean indexing: no data-dependent shape, and a -inf log-prob
         # on a dropped prompt token cannot leak in (where's backward sends it a zero gradient).
@@ -55,7 +60,7 @@ def sequence_logprob_sums(
         bad = keep & ((seq_idx_T.reshape(-1) < 0) | (seq_idx_T.reshape(-1) >= num_sequences))
     else:
         bad = (idx < 0) | (idx >= num_sequences)
-    if bool(bad.any()):
+    if has_values(bad) and bool(bad.any()):
         raise ValueError(f"seq_idx_T has kept tokens outside [0, {num_sequences})")
     return values.new_zeros(num_sequences).index_add(0, idx, values)
 

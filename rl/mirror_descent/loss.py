@@ -55,7 +55,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from rl.mirror_descent.groups import group_index, segment_amax, segment_amin, segment_mean, segment_sum
+from rl.mirror_descent.groups import GroupIndex, group_index, segment_amax, segment_amin, segment_mean
 
 Baseline = Literal["mean", "logsumexp"]
 BASELINES: tuple[str, ...] = ("mean", "logsumexp")
@@ -71,13 +71,17 @@ class MirrorDescentLossInputs:
                  iteration. Must not require grad (compute it under torch.no_grad()).
     rewards_N    (N,) float, r_j including the weighted length penalty. Must not require grad.
     group_ids_N  (N,) int, prompt-group label of each response (any integers; groups may have
-                 different sizes; every group present must be complete in this micro-batch).
+                 different sizes; every group present must be complete in this micro-batch),
+                 or their `GroupIndex` already built (`GroupIndex.from_labels`: no host sync).
+
+    All on one device, any device (`meta` too, with a `GroupIndex`): the loss makes every
+    tensor on that device and returns its outputs there.
     """
 
     logp_N: Tensor
     ref_logp_N: Tensor
     rewards_N: Tensor
-    group_ids_N: Tensor
+    group_ids_N: Tensor | GroupIndex
 
 
 @dataclass
@@ -119,15 +123,16 @@ def _check_inputs(inputs: MirrorDescentLossInputs, tau: float, num_groups_total:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if isinstance(num_groups_total, bool) or not isinstance(num_groups_total, int) or num_groups_total < 1:
         raise ValueError(f"num_groups_total must be a positive int, got {num_groups_total!r}")
+    groups = inputs.group_ids_N
     named = {
         "logp_N": inputs.logp_N,
         "ref_logp_N": inputs.ref_logp_N,
         "rewards_N": inputs.rewards_N,
-        "group_ids_N": inputs.group_ids_N,
+        "group_ids_N": groups.index_N if isinstance(groups, GroupIndex) else groups,
     }
     for name, t in named.items():
         if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ValueError(f"{name} must be a torch.Tensor or GroupIndex, got {type(t).__name__}")
         if t.dim() != 1:
             raise ValueError(f"{name} must be 1-D (one entry per response), got shape {tuple(t.shape)}")
     n = inputs.logp_N.numel()
@@ -136,6 +141,9 @@ def _check_inputs(inputs: MirrorDescentLossInputs, tau: float, num_groups_total:
     for name, t in named.items():
         if t.numel() != n:
             raise ValueError(f"{name} has {t.numel()} entries but logp_N has {n}")
+        # One device for all: a CPU tensor meeting a CUDA one would fail deep inside (issue 17).
+        if t.device != inputs.logp_N.device:
+            raise ValueError(f"{name} is on {t.device} but logp_N on {inputs.logp_N.device}")
     for name in ("logp_N", "ref_logp_N", "rewards_N"):
         if not named[name].dtype.is_floating_point:
             raise ValueError(f"{name} must be a floating tensor, got {named[name].dtype}")
@@ -162,9 +170,9 @@ def mirror_descent_loss(
                       "logsumexp" (b = tau log mean exp(r/tau); see the module docstring).
 
     Computation is in float32, or float64 if logp_N is float64 (bf16 log-prob sums would round
-    away the small ratios the tau delta term is made of). Raises ValueError for an empty batch,
-    mismatched shapes, a non-positive tau, a reference/reward that requires grad, or
-    num_groups_total smaller than the groups present.
+    away the small ratios the tau delta term is made of), on the inputs' device. Raises
+    ValueError for an empty batch, mismatched shapes or devices, a non-positive tau, a
+    reference/reward that requires grad, or num_groups_total smaller than the groups present.
     """
     _check_inputs(inputs, tau, num_groups_total, baseline)
     dtype = torch.promote_types(inputs.logp_N.dtype, torch.float32)
@@ -172,7 +180,7 @@ def mirror_descent_loss(
     ref_logp_N = inputs.ref_logp_N.to(dtype)
     rewards_N = inputs.rewards_N.to(dtype)
 
-    groups = group_index(inputs.group_ids_N.to(logp_N.device))
+    groups = group_index(inputs.group_ids_N)
     if groups.num_groups > num_groups_total:
         raise ValueError(
             f"num_groups_total={num_groups_total} is smaller than the {groups.num_groups} groups in "
