@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.thinkrl-installed-$(VLLM_EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-image test browser clean-runs
+.PHONY: setup demo demo-long demo-image test browser clean-runs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,13 @@ browser:
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
+# The same two-stage demo on the long-CoT task (experiments/long_cot.py): responses of 100 to
+# 3,000 tokens; RL with the k1.5 length penalty (rl_long_lenpen.yaml). SFT <= 15 min, RL <= 30 min.
+demo-long: setup
+	SFT_STAGE1_CONFIG=experiments/configs/sft_long_stage1.yaml SFT_CONFIG=experiments/configs/sft_long.yaml \
+	RL_CONFIG=experiments/configs/rl_long_lenpen.yaml \
+	SFT_RUN=demo-long RL_RUN=demo-long-rl-lenpen PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
+
 # The same two-stage demo on the image task with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder).
 demo-image: setup
 	SFT_CONFIG=experiments/configs/sft_image_demo.yaml RL_CONFIG=experiments/configs/rl_image_demo.yaml \
@@ -39,4 +46,4 @@ test: setup browser
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 clean-runs:
-	rm -rf runs/ data/arith/ data/arith_image/
+	rm -rf runs/ data/arith/ data/arith_image/ data/long/

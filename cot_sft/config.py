@@ -23,6 +23,7 @@ class TinyModelSpec(_Strict):
     hidden_size: int = Field(256, gt=0, description="Decoder width")
     num_layers: int = Field(4, gt=0, description="Decoder layers")
     intermediate_size: int = Field(1024, gt=0, description="MLP width (kimi_k25: the dense first layer)")
+    max_positions: int = Field(2048, gt=0, description="Qwen2: longest sequence (prompt + response) in tokens")
     moe_intermediate_size: int = Field(256, gt=0, description="kimi_k25: width of each routed expert")
     n_routed_experts: int = Field(4, gt=0, description="kimi_k25: routed experts per MoE layer")
     experts_per_tok: int = Field(2, gt=0, description="kimi_k25: experts each token is routed to")
@@ -38,6 +39,10 @@ class SFTData(_Strict):
     arith_modality: Literal["text", "image"] = Field(
         "text", description="Embedded task: expressions in the prompt text, or rendered into images"
     )
+    arith_trace: Literal["short", "long"] = Field(
+        "short", description="Text task's SFT traces: short (arith.py) or long-CoT with checks and re-checks "
+        "of variable length (long_cot.py)"
+    )
     arith_max_level: int | None = Field(
         None, ge=1, description="Image task: keep levels up to this one (all splits; None: levels 1-6)"
     )
@@ -51,6 +56,10 @@ class SFTTrain(_Strict):
     tokens_per_step: int = Field(32768, gt=0, description="Tokens per optimizer step (all ranks), packed")
     tokens_per_microbatch: int = Field(8192, gt=0, description="Token budget per forward pass (all rows)")
     row_tokens: int = Field(1024, gt=0, description="Packed row length; attention costs O(row_tokens^2) per row")
+    short_row_tokens: int | None = Field(
+        None, gt=0, description="Long-CoT data: examples up to this length share rows of this size, longer "
+        "ones get a row each (rl.packing.plan_rows); None: every row is row_tokens"
+    )
     warmup_steps: int = Field(20, ge=0, description="Linear LR warm-up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay floor as a fraction of peak LR")
     seed: int = Field(0, description="Data order and init seed")
@@ -94,6 +103,9 @@ class SFTConfig(_Strict):
         # Checked here, not at the first packed step: a kept example longer than a row, or a row
         # longer than a micro-batch, would otherwise stop the run after training has started.
         d, t = self.data, self.train
+        if d.arith_trace == "long" and d.arith_modality == "image":
+            raise ValueError("data.arith_trace 'long' is a text task; the image task has short traces "
+                             "(set data.arith_modality: text)")
         if d.max_seq_len > t.row_tokens:
             raise ValueError(
                 f"data.max_seq_len ({d.max_seq_len}) > train.row_tokens ({t.row_tokens}): a kept example "

@@ -34,6 +34,7 @@ from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
 from prompts.schema import DataError, load_prompt_rows
 from rl.configio import ConfigError, dump_config, load_config
 from rl.dist import build_deepspeed, init_distributed
+from rl.metrics import ProgressLine
 from rl.modeling import load_policy, load_tokenizer, packed_ce_sum, save_hf
 from rl.packing import pack_by_budget
 
@@ -58,7 +59,7 @@ def init_tokenizer(cfg: SFTConfig):
         return build_vlm_tokenizer()
     from experiments.tiny_model import build_tokenizer
 
-    return build_tokenizer()
+    return build_tokenizer(cfg.build_tiny.max_positions)
 
 
 def prepare_init_checkpoint(cfg: SFTConfig, run_dir: Path) -> Path:
@@ -78,7 +79,7 @@ def prepare_init_checkpoint(cfg: SFTConfig, run_dir: Path) -> Path:
         )
     return build_tiny_checkpoint(
         run_dir / "init", seed=spec.seed, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, intermediate_size=spec.intermediate_size,
+        num_layers=spec.num_layers, intermediate_size=spec.intermediate_size, max_positions=spec.max_positions,
     )
 
 
@@ -87,6 +88,8 @@ def ensure_task_data(cfg: SFTConfig) -> None:
     if cfg.data.generate_arith and not Path(cfg.data.train_file).exists():
         if cfg.data.arith_modality == "image":
             from experiments.arith_image import main as gen
+        elif cfg.data.arith_trace == "long":
+            from experiments.long_cot import main as gen
         else:
             from experiments.arith import main as gen
 
@@ -120,10 +123,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="no training: evaluate the run's saved checkpoint and write sft_eval.json")
     args = ap.parse_args(argv)
 
     # -- config and data: everything is validated before anything is written or trained --------
     cfg = load_config(SFTConfig, args.config, args.set)
+    if args.eval_only:
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+        if not (run_dir / "checkpoint").is_dir() or not cfg.eval.file:
+            raise ConfigError(f"--eval-only needs {run_dir / 'checkpoint'} and eval.file in {args.config}")
+        return {"eval": eval_and_write(cfg, run_dir / "checkpoint", run_dir, None)}
     if not cfg.init_checkpoint and cfg.build_tiny is None:
         raise ConfigError(f"{args.config}: set either 'init_checkpoint' or 'build_tiny'")
     ensure_task_data(cfg)
@@ -163,45 +173,42 @@ def main(argv: list[str] | None = None) -> dict:
           f"ZeRO-{cfg.optim.zero_stage}, world={dist.world_size}")
 
     # -- training loop ---------------------------------------------------------------------
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     log_path = run_dir / "sft_metrics.jsonl"
     log = log_path.open("w")
     t_start = time.perf_counter()
     tokens_seen = 0
     stream = step_batches(samples, tr.tokens_per_step // dist.world_size, tr.seed + dist.rank)
-    with Progress(TextColumn("SFT"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
-        task = bar.add_task("sft", total=tr.max_steps, info="")
-        for step in range(tr.max_steps):
-            epoch, batch = next(stream)
-            micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens)
-            n_targets = sum(mb.num_targets for mb in micro)
-            # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
-            # gradients over ranks, so scale by world size to get the sum / global count.
-            total = torch.tensor(float(n_targets))
-            if dist.world_size > 1:
-                torch.distributed.all_reduce(total)
-            loss_sum = 0.0
-            for mb in micro:
-                ce = packed_ce_sum(engine, mb, vision=vision)
-                engine.backward(ce * dist.world_size / total, scale_wrt_gas=False)
-                loss_sum += ce.item()
-            engine.step()
-            step_tokens = sum(mb.num_tokens for mb in micro)
-            tokens_seen += step_tokens
-            elapsed = time.perf_counter() - t_start
-            rec = {
-                "step": step, "epoch": epoch, "loss": loss_sum / max(1, n_targets),
-                "lr": engine.get_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
-            }
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.update(task, advance=1, info=f"loss {rec['loss']:.3f}  {rec['tokens_per_s']:.0f} tok/s")
-            if tr.time_budget_s and elapsed > tr.time_budget_s:
-                print(f"time budget reached after {step + 1} steps")
-                break
+    progress = ProgressLine("SFT", tr.max_steps, every_s=30.0)  # plain lines: readable in `make demo > log`
+    for step in range(tr.max_steps):
+        epoch, batch = next(stream)
+        micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens)
+        n_targets = sum(mb.num_targets for mb in micro)
+        # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
+        # gradients over ranks, so scale by world size to get the sum / global count.
+        total = torch.tensor(float(n_targets))
+        if dist.world_size > 1:
+            torch.distributed.all_reduce(total)
+        loss_sum = 0.0
+        for mb in micro:
+            ce = packed_ce_sum(engine, mb, vision=vision)
+            engine.backward(ce * dist.world_size / total, scale_wrt_gas=False)
+            loss_sum += ce.item()
+        engine.step()
+        step_tokens = sum(mb.num_tokens for mb in micro)
+        tokens_seen += step_tokens
+        elapsed = time.perf_counter() - t_start
+        rec = {
+            "step": step, "epoch": epoch, "loss": loss_sum / max(1, n_targets),
+            "lr": engine.get_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+            "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
+        }
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if dist.rank == 0:
+            progress.update(step, loss=rec["loss"], tok_per_s=round(rec["tokens_per_s"]))
+        if tr.time_budget_s and elapsed > tr.time_budget_s:
+            print(f"time budget reached after {step + 1} steps")
+            break
     log.close()
     train_s = time.perf_counter() - t_start
 
@@ -209,14 +216,21 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = save_hf(engine.module, tokenizer, run_dir / "checkpoint", source=init_ckpt)
     result = {"checkpoint": str(ckpt), "train_wall_s": train_s, "steps": step + 1, "tokens": tokens_seen}
     if cfg.eval.file and not args.no_eval and dist.rank == 0:
-        ev = run_eval(cfg, ckpt)
-        ev["train_wall_s"] = train_s
-        (run_dir / "sft_eval.json").write_text(json.dumps(ev, indent=2) + "\n")
-        print(f"held-out pass@1 = {ev['pass_at_1']:.3f} (n={ev['n']}, T={ev['temperature']}); "
-              f"by difficulty {ev['by_difficulty']}")
-        result["eval"] = ev
+        result["eval"] = eval_and_write(cfg, ckpt, run_dir, train_s)
     print(f"SFT done in {train_s:.0f}s; checkpoint at {ckpt}")
     return result
+
+
+def eval_and_write(cfg: SFTConfig, ckpt: Path, run_dir: Path, train_s: float | None) -> dict:
+    """Held-out evaluation of `ckpt` -> <run>/sft_eval.json (what the demo reads)."""
+    ev = run_eval(cfg, ckpt)
+    ev["train_wall_s"] = train_s
+    (run_dir / "sft_eval.json").write_text(json.dumps(ev, indent=2) + "\n")
+    ln = ev["lengths"]
+    print(f"held-out pass@1 = {ev['pass_at_1']:.3f} (n={ev['n']}, T={ev['temperature']}); "
+          f"by difficulty {ev['by_difficulty']}; response tokens p50 {ln['len_p50']:.0f} "
+          f"p95 {ln['len_p95']:.0f} max {ln['len_max']:.0f}, truncated {ln['truncated_frac']:.3f}")
+    return ev
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def make_problem(rng: random.Random, digits: int, operands: int, mix: str) -> Pr
 # ---------------------------------------------------------------------------------------------
 
 
-def _column_lines(a: int, b: int, op: str, slip: int | None) -> tuple[list[str], int]:
+def column_lines(a: int, b: int, op: str, slip: int | None) -> tuple[list[str], int]:
     """Column-by-column work for a (op) b, least significant digit first, in a compact notation
     (`7+5+0=12 w2 c1`: digit sum with carry-in, write 2, carry 1; `2-9-0<0 12-9=3 b1`: borrow).
     Compact lines matter: the tiny model learns per token, and every token of a trace costs SFT
@@ -158,7 +158,7 @@ def cot_response(p: Problem, rng: random.Random, slip_prob: float = 0.15) -> str
         slip = None
         if slip_step == k:
             slip = rng.randrange(max(len(str(value)), len(str(x))))
-        work, value = _column_lines(value, x, op, slip)
+        work, value = column_lines(value, x, op, slip)
         lines.extend(work)
         lines.append(f"= {value}")
         history.append(value)
@@ -197,6 +197,7 @@ def generate(
     n_eval: int,
     slip_prob: float = 0.15,
     make_row: Callable[[Problem, str], dict] = prompt_row,
+    make_response: Callable[[Problem, random.Random, float], str] | None = None,
 ) -> dict[str, list[dict]]:
     """Deterministic splits with no expression shared between them.
 
@@ -205,7 +206,10 @@ def generate(
     one), so every level is present; levels made of more kinds get more prompts. `make_row`
     builds a prompt row from a problem and its id (the image task, arith_image.py, swaps in its
     own; it must not draw from the generator's rng, so both tasks get the same problems).
+    `make_response(problem, rng, slip_prob)` writes an SFT trace (default `cot_response`; the
+    long-CoT task, long_cot.py, swaps in its own).
     """
+    make_response = make_response or cot_response
     rng = random.Random(seed)
     combos = [(d, m, mix) for d in range(1, MAX_DIGITS + 1) for m in OPERAND_COUNTS for mix in OP_MIXES]
     seen: set[str] = set()
@@ -227,7 +231,7 @@ def generate(
             mine.add(p.expression)
             row = make_row(p, f"{split}-{len(rows):06d}")
             if split == "sft":
-                row["response"] = cot_response(p, rng, slip_prob)
+                row["response"] = make_response(p, rng, slip_prob)
             rows.append(row)
         seen.update(mine)
         return rows
@@ -239,20 +243,28 @@ def generate(
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="data/arith", help="output directory")
+def split_args(doc: str, out: str, slip_prob: float, slip_help: str) -> argparse.ArgumentParser:
+    """The command line every embedded task shares: where, seed, split sizes, slip share."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=out, help="output directory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-sft", type=int, default=20000)
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-eval", type=int, default=420)
-    ap.add_argument("--slip-prob", type=float, default=0.15, help="share of traces with a caught slip")
-    args = ap.parse_args(argv)
-    splits = generate(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob)
-    out = Path(args.out)
+    ap.add_argument("--slip-prob", type=float, default=slip_prob, help=slip_help)
+    return ap
+
+
+def write_splits(splits: dict[str, list[dict]], out_dir: str) -> None:
+    out = Path(out_dir)
     for name, rows in splits.items():
         write_jsonl(out / f"{name}.jsonl", rows)
         print(f"wrote {len(rows):6d} rows to {out / (name + '.jsonl')}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = split_args(__doc__, "data/arith", 0.15, "share of traces with a caught slip").parse_args(argv)
+    write_splits(generate(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob), args.out)
 
 
 if __name__ == "__main__":

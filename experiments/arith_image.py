@@ -35,14 +35,13 @@ in the rows are relative to the jsonl's directory (the loader resolves them ther
 
 from __future__ import annotations
 
-import argparse
 import functools
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from experiments.arith import Problem, generate, prompt_row
+from experiments.arith import Problem, generate, prompt_row, split_args
 from experiments.tiny_vlm import MAX_PATCHES_PER_SIDE, MERGE, PATCH_SIZE
 from prompts.schema import write_jsonl
 
@@ -134,13 +133,7 @@ def write_images(rows: list[dict], out: Path, seed: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="data/arith_image", help="output directory")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-sft", type=int, default=20000)
-    ap.add_argument("--n-train", type=int, default=4000)
-    ap.add_argument("--n-eval", type=int, default=420)
-    ap.add_argument("--slip-prob", type=float, default=0.15, help="share of traces with a caught slip")
+    ap = split_args(__doc__, "data/arith_image", 0.15, "share of traces with a caught slip")
     ap.add_argument("--max-level", type=int, default=None,
                     help="keep only rows up to this difficulty level (shorter traces: a cheaper task for "
                          "slow learners such as the CPU demo's VLM)")

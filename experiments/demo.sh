@@ -17,6 +17,9 @@ echo "== 1/3 SFT warm start ($SFT_CONFIG)"
 if [ -f "runs/$SFT_RUN/sft_eval.json" ] && [ -d "runs/$SFT_RUN/checkpoint" ]; then
   echo "runs/$SFT_RUN/checkpoint exists; skipping SFT (delete it to retrain)"
 else
+  if [ -n "${SFT_STAGE1_CONFIG:-}" ]; then  # a first SFT stage whose checkpoint SFT_CONFIG starts from
+    python -m cot_sft.train --config "$SFT_STAGE1_CONFIG" --no-eval
+  fi
   python -m cot_sft.train --config "$SFT_CONFIG" --set run_name="$SFT_RUN"
 fi
 
@@ -51,5 +54,11 @@ sft = json.load(open(f"runs/{sys.argv[1]}/sft_eval.json"))
 rl = json.load(open(f"runs/{sys.argv[2]}/summary.json"))
 print(f"\nheld-out pass@1 (T=1.0, n={sft['n']}):  SFT {sft['pass_at_1']:.3f}  ->  "
       f"after RL {rl['final_eval_pass_at_1']:.3f}  ({rl['iterations']} iterations, {rl['wall_s']/60:.1f} min)")
+def correct_len(ev):  # mean tokens of correct held-out responses (rl.length_stats), if recorded
+    m = ((ev or {}).get("lengths") or {}).get("correct_len_mean")
+    return f"{m:.0f}" if isinstance(m, (int, float)) and m == m else None
+before, after = correct_len(sft), correct_len(rl.get("final_eval"))
+if before or after:
+    print(f"mean correct-response length (tokens):  SFT {before}  ->  after RL {after}")
 print(f"dashboard: python -m experiments.dashboard runs/{sys.argv[2]}")
 PY

@@ -34,7 +34,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 
 
-def build_tokenizer():
+def build_tokenizer(model_max_length: int = 2048):
     """A byte-level tokenizer with 256 byte tokens, ChatML specials and think tags."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -51,7 +51,7 @@ def build_tokenizer():
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         chat_template=CHAT_TEMPLATE,
-        model_max_length=2048,
+        model_max_length=model_max_length,
     )
 
 
@@ -71,7 +71,7 @@ def build_tiny_checkpoint(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(max_positions)
     vocab_size = ((len(tokenizer) + 63) // 64) * 64  # pad to a multiple of 64 for kernels
     config = Qwen2Config(
         vocab_size=vocab_size,

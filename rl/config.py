@@ -63,6 +63,10 @@ class LearnerConfig(_Strict):
         None, gt=0, description="Packed row length, >= data.max_prompt_tokens + rollout.sampling.max_tokens "
         "(None: exactly that sum)"
     )
+    short_row_tokens: int | None = Field(
+        None, gt=0, description="Long-CoT: episodes up to this length share rows of this size, longer ones "
+        "get a row each, so rare long responses do not make every row cost O(row_tokens^2) (rl.packing.plan_rows)"
+    )
     freeze_vision_tower: bool = Field(
         False, description="VLM policies: train projector and decoder only; the tower is then not synced"
     )

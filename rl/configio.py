@@ -1,5 +1,9 @@
 """Load a stage's typed config from YAML, with `key.sub=value` overrides from the command line.
 
+A file may start from another: `base: rl_long.yaml` (a path relative to the file) loads that
+file first and deep-merges this one over it, so a variant (e.g. the length-penalty arm of a
+paired run) states only what differs. Bases may chain; a cycle is an error.
+
 Every stage has one pydantic schema with `extra="forbid"`, so a mistyped key stops the run with a
 message naming the file and the key, before anything is built or trained.
 """
@@ -30,23 +34,43 @@ def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: sections merge key by key, any other value replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a dict, its `base:` chain resolved."""
+    p = Path(path)
+    if p.resolve() in _seen:
+        raise ConfigError(f"{p}: 'base' chain is a cycle ({' -> '.join(str(s) for s in _seen)} -> {p})")
+    if not p.exists():
+        where = f" (the 'base' of {_seen[-1]})" if _seen else ""
+        raise ConfigError(f"{p}: config file not found{where}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: 'base' must be a file path, got {base!r}")
+    return deep_merge(read_yaml(p.parent / base, _seen + (p.resolve(),)), raw)
+
+
 def load_config(model: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
-    """Read YAML at `path` (or start empty), apply `a.b=value` overrides (values parsed as YAML),
-    and validate against `model`."""
-    raw: dict[str, Any] = {}
+    """Read YAML at `path` (or start empty; a `base:` file first), apply `a.b=value` overrides
+    (values parsed as YAML), and validate against `model`."""
+    raw: dict[str, Any] = read_yaml(path) if path is not None else {}
     where = str(path) if path else "<defaults>"
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(raw).__name__}")
     from_cli: set[str] = set()
     for ov in overrides or []:
         if "=" not in ov:

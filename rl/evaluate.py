@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from prompts.schema import PromptRow
+from rl.length_stats import length_summary
 from rl.rewards.scores import is_correct
 from rl.scoring import Scorer
 from rl.vision import VisionIO, encode_request
@@ -39,6 +40,10 @@ class EvalResult:
     wall_s: float
     by_difficulty: dict[str, float] = field(default_factory=dict)
     skipped_too_long: int = 0
+    # rl.length_stats.length_summary of every sample (percentiles, truncated_frac, within-group CV)
+    lengths: dict[str, float] = field(default_factory=dict)
+    # per sample, in order: tokens, correct, prompt index (for histograms and re-analysis)
+    samples: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +77,11 @@ def evaluate(
     )
     gens = generate(prompts, sampling)
     texts = [g.text for g in gens]
-    scores = scorer.score([kept[g.prompt_index] for g in gens], texts)
+    results = scorer.score_detailed([kept[g.prompt_index] for g in gens], texts, [g.finish_reason for g in gens])
+    scores = [r.score for r in results]
+    n_tok = [len(g.token_ids) for g in gens]
+    ok = [r.correct for r in results]
+    group = [g.prompt_index for g in gens]
     per_prompt: dict[int, list[float]] = defaultdict(list)
     for g, s in zip(gens, scores):
         per_prompt[g.prompt_index].append(s)
@@ -92,4 +101,6 @@ def evaluate(
         wall_s=time.perf_counter() - t0,
         by_difficulty={k: sum(v) / len(v) for k, v in sorted(by_diff.items())},
         skipped_too_long=len(rows) - len(kept),
+        lengths=length_summary(n_tok, ok, [g.finish_reason == "length" for g in gens], group),
+        samples={"tokens": n_tok, "correct": ok, "prompt": group},
     )

@@ -31,7 +31,7 @@ from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
 from rl.mirror_descent import MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
 from rl.modeling import checkpoint_state_dict, load_policy, load_tokenizer, packed_token_logprobs, save_hf
 from rl.moe_metrics import RouterLoad
-from rl.packing import PackedBatch, Sample, pack, pack_by_budget, plan_bins
+from rl.packing import PackedBatch, Sample, pack, pack_by_budget, padded_tokens, plan_rows
 from rl.vision import freeze_vision_tower, load_vision
 
 
@@ -66,11 +66,14 @@ def shard_groups(minibatches: list[list[int]], group_episodes: dict[int, list[Ep
     return per_rank
 
 
-def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int) -> list[PackedBatch]:
+def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int,
+                short_row_tokens: int | None = None) -> list[PackedBatch]:
     """Micro-batches that never split a prompt group (the loss's baseline and 1/k weights are
     per group). Groups are added to a micro-batch while its samples, packed first-fit-decreasing
     into rows of `row_tokens`, fit in max_tokens // row_tokens rows; a group that needs more
-    rows on its own becomes a micro-batch of its own. Every micro-batch is one `PackedBatch`."""
+    rows on its own becomes a micro-batch of its own. Every micro-batch is one `PackedBatch`.
+    With `short_row_tokens` (long-CoT, see `rl.packing.plan_rows`) the test is the padded size
+    (rows x widest row) against max_tokens."""
     if row_tokens > max_tokens:
         raise ValueError(f"row_tokens {row_tokens} > max_tokens {max_tokens}")
     samples = [
@@ -83,13 +86,19 @@ def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int) -> li
         by_group.setdefault(e.group, []).append(i)
 
     def rows(idxs: list[int]) -> list[list[int]]:
-        return [[idxs[k] for k in b] for b in plan_bins([len(samples[i].ids) for i in idxs], row_tokens)]
+        return [[idxs[k] for k in b] for b in plan_rows([len(samples[i].ids) for i in idxs], row_tokens, short_row_tokens)]
 
     max_rows = max(1, max_tokens // row_tokens)
+    lengths = [len(s.ids) for s in samples]
+
+    def too_big(idxs: list[int]) -> bool:
+        r = rows(idxs)
+        return padded_tokens(r, lengths) > max_tokens if short_row_tokens else len(r) > max_rows
+
     batches: list[list[int]] = []
     current: list[int] = []
     for idxs in by_group.values():
-        if current and len(rows(current + idxs)) > max_rows:
+        if current and too_big(current + idxs):
             batches.append(current)
             current = []
         current = current + idxs
@@ -127,7 +136,8 @@ class Learner:
         return f"{host}:{free_port()}"
 
     def setup(self, policy: str, ds: DeepSpeedConfig | dict, rank: int, world_size: int, master: str,
-              tokens_per_microbatch: int, row_tokens: int, seed: int, freeze_vision: bool = False) -> int:
+              tokens_per_microbatch: int, row_tokens: int, seed: int, freeze_vision: bool = False,
+              short_row_tokens: int | None = None) -> int:
         ds = ds if isinstance(ds, DeepSpeedConfig) else DeepSpeedConfig.model_validate(ds)
         if ds.zero_stage == 2 and world_size > 1:
             # tests/test_rl_distributed.py: with DeepSpeed 0.19.8's unmanaged accumulation, ZeRO-2 on
@@ -150,6 +160,7 @@ class Learner:
         self.zero3 = ds.zero_stage == 3
         self.tokens_per_microbatch = tokens_per_microbatch
         self.row_tokens = row_tokens
+        self.short_row_tokens = short_row_tokens
         return rank
 
     # -- log-probs ------------------------------------------------------------------------
@@ -164,7 +175,7 @@ class Learner:
         """log pi(y|x) of each episode under the current weights (no grad). Under ZeRO-3 with several
         ranks every rank must call this together (possibly with no episodes)."""
         out = [0.0] * len(episodes)
-        micro = pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens) if episodes else []
+        micro = pack_groups(episodes, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens) if episodes else []
         pad = self._forwards_short_of_busiest(len(micro))
         for mb in micro:
             seq_logp, _ = self._sequence_logps(mb)
@@ -187,7 +198,7 @@ class Learner:
                 p, s = p + len(full) - len(s), full
             samples.append(Sample(s, [j >= p for j in range(len(s))], i, list(im)))
         out: list[list[float]] = [[] for _ in sequences]
-        micro = pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens) if samples else []
+        micro = pack_by_budget(samples, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens) if samples else []
         pad = self._forwards_short_of_busiest(len(micro))
         for mb in micro:
             logp_T, _ = packed_token_logprobs(self.engine, mb, vision=self.vision)
@@ -263,7 +274,7 @@ class Learner:
         for m, eps in enumerate(minibatches):
             if num_groups[m] == 0:  # no group anywhere (all prompts too long or filtered): no step
                 continue
-            micro = pack_groups(eps, self.tokens_per_microbatch, self.row_tokens) if eps else []
+            micro = pack_groups(eps, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens) if eps else []
             # One collective for two facts: does any rank hold a non-finite reward, and how many
             # backward passes does the busiest rank need. Every rank runs that many (short ranks
             # pad with all-zero backwards, `_pad_backward`): a rank with no group of this mini-batch

@@ -59,3 +59,35 @@ class RunLogger:
         self._samples.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class ProgressLine:
+    """A plain progress line every `every_s` seconds (and at the last step), for logs that are
+    not a terminal (`make demo > log`): `SFT step 120/500  loss 0.412  9812 tok/s  ETA 6m10s`.
+    `clock` is injectable for tests."""
+
+    def __init__(self, label: str, total: int, every_s: float = 30.0, clock=None, out=None):
+        import sys
+        import time
+
+        self.label, self.total, self.every_s = label, total, every_s
+        self.clock = clock or time.perf_counter
+        self.out = out or sys.stdout
+        self.t0 = self.clock()
+        self.last = self.t0
+
+    def update(self, step: int, **fields: float) -> str | None:
+        """`step` is 0-based; prints (and returns) a line when due, else None."""
+        now = self.clock()
+        done = step + 1
+        if now - self.last < self.every_s and done < self.total:
+            return None
+        self.last = now
+        eta = (now - self.t0) / done * (self.total - done)
+        parts = [f"{self.label} step {done}/{self.total}"]
+        parts += [f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                  for k, v in fields.items()]
+        parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        line = "  ".join(parts)
+        print(line, file=self.out, flush=True)
+        return line

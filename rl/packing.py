@@ -119,14 +119,53 @@ def pack(rows: list[list[Sample]], pad_id: int = 0) -> PackedBatch:
     )
 
 
-def pack_by_budget(samples: list[Sample], max_tokens: int, row_tokens: int | None = None) -> list[PackedBatch]:
+def plan_rows(lengths: list[int], row_tokens: int, short_row_tokens: int | None = None) -> list[list[int]]:
+    """Rows of sample positions. Without `short_row_tokens`: first-fit-decreasing into rows of
+    `row_tokens`. With it (long-CoT batches, where a rare 3k-token response sets `row_tokens`):
+    samples up to `short_row_tokens` share rows of that size, and each longer sample gets a row
+    of its own, longest first -- so the rare long sample does not make every row cost
+    O(row_tokens^2) attention (measured: 3,072-token rows train at about half the speed of
+    1,024-token rows on this CPU)."""
+    if short_row_tokens is None or short_row_tokens >= row_tokens:
+        return plan_bins(lengths, row_tokens)
+    for i, n in enumerate(lengths):
+        if n > row_tokens:
+            raise ValueError(f"sample {i} has {n} tokens, more than the budget {row_tokens}")
+    long = sorted((i for i, n in enumerate(lengths) if n > short_row_tokens), key=lambda i: -lengths[i])
+    short = [i for i, n in enumerate(lengths) if n <= short_row_tokens]
+    return [[i] for i in long] + [[short[k] for k in b] for b in plan_bins([lengths[i] for i in short], short_row_tokens)]
+
+
+def padded_tokens(rows: list[list[int]], lengths: list[int]) -> int:
+    """Tokens a forward pass over these rows costs once they are padded to the widest row."""
+    return len(rows) * max((sum(lengths[i] for i in r) for r in rows), default=0)
+
+
+def pack_by_budget(samples: list[Sample], max_tokens: int, row_tokens: int | None = None,
+                   short_row_tokens: int | None = None) -> list[PackedBatch]:
     """Micro-batches of about `max_tokens` tokens each, made of rows of at most `row_tokens`
-    tokens (default: one row per micro-batch). Groups of rows are contiguous in bin order."""
+    tokens (default: one row per micro-batch). Groups of rows are contiguous in bin order.
+    With `short_row_tokens` (see `plan_rows`), consecutive rows share a micro-batch while their
+    padded size fits `max_tokens`."""
     row_tokens = row_tokens or max_tokens
     if row_tokens > max_tokens:
         raise ValueError(f"row_tokens {row_tokens} > max_tokens {max_tokens}")
-    bins = plan_bins([len(s.ids) for s in samples], row_tokens)
-    per_mb = max(1, max_tokens // row_tokens)
-    return [
-        pack([[samples[i] for i in b] for b in bins[j : j + per_mb]]) for j in range(0, len(bins), per_mb)
-    ]
+    lengths = [len(s.ids) for s in samples]
+    bins = plan_rows(lengths, row_tokens, short_row_tokens)
+    if short_row_tokens is None or short_row_tokens >= row_tokens:
+        per_mb = max(1, max_tokens // row_tokens)
+        groups = [bins[j : j + per_mb] for j in range(0, len(bins), per_mb)]
+    else:
+        # A sample longer than short_row_tokens is a micro-batch of its own: one row, no padding,
+        # so attention takes SDPA's causal fast path instead of a block-diagonal mask (measured on
+        # this CPU: 4.7k tok/s for a lone 2,400-token row, 2.8k when padded next to a 1,600 one).
+        groups: list[list[list[int]]] = []
+        open_group = False  # may the last group take more rows?
+        for b in bins:
+            alone = len(b) == 1 and lengths[b[0]] > short_row_tokens
+            if open_group and not alone and padded_tokens(groups[-1] + [b], lengths) <= max_tokens:
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+                open_group = not alone
+    return [pack([[samples[i] for i in b] for b in g]) for g in groups]

@@ -10,13 +10,27 @@ from typing import Any
 import torch
 
 from prompts.schema import PromptRow
+from rl.length_stats import length_summary
 from rl.moe_metrics import load_metrics
+from rl.rewards.scores import is_correct
 from rl.scoring import ScoreResult
 from rollout.engine import Generation
 
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def length_metrics(lengths: list[int], correct: list[bool], groups: list[int]) -> dict[str, float]:
+    """Length distribution of one iteration's rollouts (rl.length_stats), named for the dashboard:
+    response_len_{p5,p50,p90,p95,max}, response_len_{correct,incorrect}_{p50,p90},
+    response_len_correct_cv_within_group."""
+    s = length_summary(lengths, correct, groups=groups)
+    out = {f"response_len_{k}": s[f"len_{k}"] for k in ("p5", "p50", "p90", "p95", "max")}
+    for part in ("correct", "incorrect"):
+        out.update({f"response_len_{part}_{q}": s[f"{part}_len_{q}"] for q in ("p50", "p90")})
+    out["response_len_correct_cv_within_group"] = s["correct_len_cv_within_group"]
+    return out
 
 
 def iteration_metrics(
@@ -26,7 +40,7 @@ def iteration_metrics(
     eval_result: dict | None,
 ) -> dict[str, Any]:
     lengths = [len(g.token_ids) for g in gens]
-    correct = [r.score >= 1.0 for r in results]
+    correct = [is_correct(r.score) for r in results]
     by_diff: dict[str, list[float]] = defaultdict(list)
     for row, r in zip(rows, results):
         by_diff[str(row.difficulty)].append(r.score)
@@ -42,6 +56,7 @@ def iteration_metrics(
         "response_len_correct_mean": _mean([float(n) for n, c in zip(lengths, correct) if c]),
         "response_len_incorrect_mean": _mean([float(n) for n, c in zip(lengths, correct) if not c]),
         "truncated_frac": _mean([float(g.finish_reason == "length") for g in gens]),
+        **length_metrics(lengths, correct, [g.prompt_index for g in gens]),
         "length_reward_mean": float(len_reward.mean()) if len(len_reward) else float("nan"),
         "length_penalty_weight": len_weight,
         "pass_rate_by_difficulty": {k: _mean(v) for k, v in sorted(by_diff.items())},
@@ -78,8 +93,8 @@ def sample_records(
 ) -> list[dict[str, Any]]:
     """A few rollouts for the dashboard's browser: half correct, half not, where possible."""
     rng = random.Random(seed * 100003 + iteration)
-    good = [j for j, r in enumerate(results) if r.score >= 1.0]
-    bad = [j for j, r in enumerate(results) if r.score < 1.0]
+    good = [j for j, r in enumerate(results) if is_correct(r.score)]
+    bad = [j for j, r in enumerate(results) if not is_correct(r.score)]
     picks = rng.sample(good, min(len(good), n // 2)) + rng.sample(bad, min(len(bad), n - min(len(good), n // 2)))
     return [
         {

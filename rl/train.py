@@ -82,7 +82,8 @@ def start_learners(cfg: RLConfig, policy: str) -> list:
     single_node = len([n for n in ray.nodes() if n["Alive"]]) == 1
     master = ray.get(ranks[0].address.remote(single_node), timeout=120)
     ray.get([r.setup.remote(policy, lc.deepspeed.model_dump(), i, lc.num_ranks, master,
-                            lc.tokens_per_microbatch, lc.row_tokens, cfg.seed, lc.freeze_vision_tower)
+                            lc.tokens_per_microbatch, lc.row_tokens, cfg.seed, lc.freeze_vision_tower,
+                            lc.short_row_tokens)
              for i, r in enumerate(ranks)], timeout=lc.timeout_s)
     return ranks
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
-                                                [g.text for g in new_gens])
+                                                [g.text for g in new_gens], [g.finish_reason for g in new_gens])
             times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
             per_prompt: list[list[float]] = [[] for _ in ids]
             for g, r in zip(new_gens, new_results):

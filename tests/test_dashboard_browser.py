@@ -268,3 +268,27 @@ def test_chromium_missing_is_a_clear_failure(monkeypatch):
     with pytest.raises(BrowserMissing, match="install_browser.sh"):
         with b.chromium():
             pass
+
+
+def test_length_distribution_panel_appears_for_runs_that_log_it(browser, tmp_path):
+    """Long-CoT runs log length percentiles of correct and incorrect responses and the truncation
+    rate per iteration (rl/rollout_stats.py length_metrics); the panel is drawn from them."""
+    run, plain = copy_runs(tmp_path)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        it = r["iteration"]
+        r.update(response_len_correct_p50=900 - 20 * it, response_len_correct_p90=2000 - 40 * it,
+                 response_len_incorrect_p50=1200.0, response_len_incorrect_p90=2800.0,
+                 truncated_frac=0.05 if it < 5 else 0.0)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report.html"
+    subprocess.run([sys.executable, "-m", "experiments.dashboard", str(run), str(plain), "--static", str(out)],
+                   cwd=REPO, check=True, capture_output=True)
+    page, errors, _ = open_page(browser, out.as_uri(), offline=True)
+    panels = page.evaluate(PANEL_STATE)
+    traces = {t["name"]: t for t in panels["lengthdist"]["traces"]}
+    assert len(traces) == 5  # only the run that logs the keys
+    assert traces["arith-lenpen · correct p50"]["y"] == [900 - 20 * r["iteration"] for r in rows]
+    assert traces["arith-lenpen · truncated share"]["y"][:2] == [0.05, 0.05]
+    assert panels["lengthdist"]["drawn"] > 0 and errors == []
+    page.context.close()

@@ -181,3 +181,12 @@ def test_one_off_verify_uses_a_default_pool_started_on_demand():
     finally:
         close_default_pool()
     assert api._default is None
+
+
+def test_start_up_deadline_counts_from_the_call_not_from_a_long_wait_before_it():
+    # A pool made before a long generation (the SFT eval builds it, then vLLM samples for minutes)
+    # must not fail its first map for the time spent generating: the long-CoT SFT eval did.
+    with VerifierPool(1, 5.0, start_method="forkserver", startup_timeout_s=2.0) as p:
+        time.sleep(3.0)  # longer than startup_timeout_s, doing other work
+        res = p.map([VerifyItem("\\boxed{4}", "4")])
+    assert [r.score for r in res] == [1.0]

@@ -7,9 +7,12 @@ per run and consistent across panels; metrics are distinguished by dash style; a
 iteration (a run resumed from a checkpoint) is plotted once, with its last-written values.
 """
 
+from rl.rewards.scores import CORRECT_THRESHOLD
+
 APP_JS = r"""
 (function () {
 'use strict';
+const CORRECT_THRESHOLD = __CORRECT_THRESHOLD__;  // rl.rewards.scores: the one definition of correct
 const boot = JSON.parse(document.getElementById('boot').textContent);
 const RUN_COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
                     '#17becf', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22'];
@@ -149,17 +152,28 @@ const LINE_PANELS = [
     {get: 'learner_tokens_per_s', label: 'learner tokens/s', dash: 'dot'},
     {get: 'weight_sync_s', label: 'weight sync (s)', dash: 'dash', y2: true}]},
 ];
-// MoE policies only (rl/moe_metrics.py): the panel is added when a run logs expert load.
-const MOE_PANEL = {id: 'moe', y: 'max expert load (1 = balanced)', y2: 'load CV', series: [
+// Panels drawn only for runs that log their metrics, placed before the named panel.
+// MoE policies (rl/moe_metrics.py): expert load balance.
+const MOE_PANEL = {id: 'moe', title: 'MoE router: expert load balance', key: 'moe_load_max', before: 'throughput',
+  y: 'max expert load (1 = balanced)', y2: 'load CV', series: [
   {get: 'moe_load_max', label: 'max load: E x top share'},
   {get: 'moe_load_cv', label: 'coefficient of variation', dash: 'dot', y2: true}]};
+// Length distribution per iteration (rl/rollout_stats.py length_metrics): long-CoT runs.
+const LENGTH_DIST_PANEL = {id: 'lengthdist', title: 'Length distribution: correct vs incorrect, truncation',
+  key: 'response_len_correct_p50', before: 'kl', y: 'tokens', y2: 'share cut at max_tokens', series: [
+  {get: 'response_len_correct_p50', label: 'correct p50'},
+  {get: 'response_len_correct_p90', label: 'correct p90', dash: 'dot'},
+  {get: 'response_len_incorrect_p50', label: 'incorrect p50', dash: 'dash'},
+  {get: 'response_len_incorrect_p90', label: 'incorrect p90', dash: 'dashdot'},
+  {get: 'truncated_frac', label: 'truncated share', dash: 'longdash', y2: true}]};
+const OPTIONAL_PANELS = [LENGTH_DIST_PANEL, MOE_PANEL];
 
-function ensureMoePanel(runs) {
-  if (document.getElementById('panel-moe')) return true;
-  if (!runs.some((r) => series(r, 'moe_load_max').x.length)) return false;
-  const sec = el('section', {class: 'card', 'data-panel': 'moe'},
-                 el('h2', {}, 'MoE router: expert load balance'), el('div', {class: 'plot', id: 'panel-moe'}));
-  document.querySelector('[data-panel="throughput"]').before(sec);
+function ensurePanel(spec, runs) {
+  if (document.getElementById('panel-' + spec.id)) return true;
+  if (!runs.some((r) => series(r, spec.key).x.length)) return false;
+  const sec = el('section', {class: 'card', 'data-panel': spec.id},
+                 el('h2', {}, spec.title), el('div', {class: 'plot', id: 'panel-' + spec.id}));
+  document.querySelector('[data-panel="' + spec.before + '"]').before(sec);
   return true;
 }
 
@@ -350,7 +364,7 @@ async function renderRollouts() {
 }
 
 function isCorrect(s) {
-  if (isNum(s.score)) return s.score >= 1 - 1e-6;
+  if (isNum(s.score)) return s.score >= CORRECT_THRESHOLD;  // rl.rewards.scores.is_correct
   if (typeof s.score === 'boolean') return s.score;
   return isNum(s.reward) && s.reward > 0;
 }
@@ -394,7 +408,7 @@ function render() {
   const runs = [...state.runs.values()];
   renderRuns(runs);
   for (const spec of LINE_PANELS) drawPanel(spec.id, linePanel(spec, runs));
-  if (ensureMoePanel(runs)) drawPanel('moe', linePanel(MOE_PANEL, runs));
+  for (const spec of OPTIONAL_PANELS) if (ensurePanel(spec, runs)) drawPanel(spec.id, linePanel(spec, runs));
   drawPanel('difficulty', difficultyPanel(runs));
   drawPanel('sampler', samplerPanel(runs));
   drawPanel('phases', phasesPanel(runs));
@@ -446,4 +460,4 @@ render().then(() => {
   }
 });
 })();
-"""
+""".replace("__CORRECT_THRESHOLD__", repr(CORRECT_THRESHOLD))

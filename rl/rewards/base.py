@@ -43,6 +43,7 @@ class Reason(StrEnum):
     PROMPT_ECHO = "prompt_echo"  # the only answer is inside a verbatim echo of the question
     NESTED_BOXES = "nested_boxes"  # \\boxed{... \\boxed{...}}
     LOOKALIKE_DIGITS = "lookalike_digits"  # non-ASCII digits or letters posing as digits
+    TRUNCATED = "truncated"  # cut at max_tokens: never scored, whatever its text holds
     JUDGE_CORRECT = "judge_correct"
     JUDGE_INCORRECT = "judge_incorrect"
     JUDGE_UNPARSABLE = "judge_unparsable"  # no valid verdict in the judge's output: not a pass

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rl.rewards.base import VerifyResult
+from rl.rewards.base import Reason, VerifyResult
 from rl.rewards.config import RewardConfig
 
 
 def compose_reward(result: VerifyResult, cfg: RewardConfig) -> float:
-    """correct_weight * score + format_weight * format_ok (no length term: that is the loop's)."""
+    """correct_weight * score + format_weight * format_ok (no length term: that is the loop's); a
+    response cut at max_tokens gets `truncated_reward` (<= 0) and nothing else."""
+    if result.reason == Reason.TRUNCATED:
+        return cfg.truncated_reward
     fmt = 1.0 if result.metrics.get("format_ok") else 0.0
     return cfg.correct_weight * result.score + cfg.format_weight * fmt
 

@@ -17,6 +17,10 @@ class RewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     correct_weight: float = Field(1.0, ge=0)
     format_weight: float = Field(0.0, ge=0)
+    truncated_reward: float = Field(
+        0.0, le=0, description="Reward of a response cut at max_tokens (never positive, whatever its text "
+        "holds: a \\boxed{} written before the cut is not a finished answer)"
+    )
 
 
 class JudgeConfig(BaseModel):

@@ -230,6 +230,9 @@ class VerifierPool:
         results: list[VerifyResult | None] = [None] * len(items)
         queue = deque(range(len(items)))
         tries = [0] * len(items)
+        # A worker's start-up is timed from when it was spawned or from this call, whichever is
+        # later: a pool made before a long generation must not be failed for the generation's time.
+        t_map = time.monotonic()
         while queue or any(w.task for w in self._workers):
             now = time.monotonic()
             for w in list(self._workers):
@@ -241,7 +244,7 @@ class VerifierPool:
                     except (OSError, ValueError):  # died while idle: not this item's fault
                         queue.appendleft(i)
                         self._replace(w)
-                elif not w.ready and now - w.started > self.startup_timeout_s:
+                elif not w.ready and now - max(w.started, t_map) > self.startup_timeout_s:
                     raise RuntimeError(f"verifier worker did not start within {self.startup_timeout_s}s")
             waiting = [w for w in self._workers if w.task or not w.ready]
             backstops = [w.task[1] for w in waiting if w.task]

@@ -20,6 +20,12 @@ def is_correct(score: float | None) -> bool:
     return score is not None and float(score) >= CORRECT_THRESHOLD
 
 
+def is_success(score: float | None, threshold: float | None = None) -> bool:
+    """`is_correct`, unless a caller configured its own success threshold (a sampler's pass rate
+    with a partial-credit verifier): then score >= threshold. The one place either is decided."""
+    return is_correct(score) if threshold is None else score is not None and float(score) >= threshold
+
+
 def is_correct_tensor(scores: Any) -> Any:
     """Elementwise `is_correct` for a torch tensor (a bool tensor is returned as is)."""
     import torch
