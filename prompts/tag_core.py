@@ -3,7 +3,7 @@
 Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
 
 - difficulty: k samples at temperature T from the checkpoint, each scored by the row's verifier;
-  `pass_rate` = passing samples (score >= 0.5) / k, `difficulty` = the pass-rate bucket
+  `pass_rate` = passing samples (`rl.rewards.scores.is_correct`) / k, `difficulty` = the pass-rate bucket
   (1 = easiest; a pass rate below more thresholds is harder), metadata `num_samples`,
   `response_len_mean` (tokens), `num_truncated` (samples that hit max_tokens: they score 0, so
   a pass rate with truncated samples is a floor), and `correct_len_mean` / `correct_len_p90`
@@ -40,15 +40,13 @@ from prompts.schema import PromptRow
 from prompts.tag_domain import Rule, classifier_messages, known_domain, parse_label, rule_domain
 from prompts.tag_engine import Job, derive_seed
 from rl.length_stats import percentile
+from rl.rewards.scores import is_correct
 
 EXCLUDE_TYPES = ("multiple_choice", "true_false", "proof")
 GUESS_TEMPLATE = (
     "{question}\n\nAnswer immediately with only the final answer in \\boxed{}. Do not show any reasoning."
 )
 EMPTY_THINK = "<think>\n</think>\n"
-# A sample counts as a pass at score >= 0.5, as in the samplers' pass-rate tracker (its default
-# success_threshold), so a tagged pass rate and a tracked one mean the same thing.
-SUCCESS = 0.5
 
 
 @dataclass(frozen=True)
@@ -238,20 +236,20 @@ class Tagger:
         result, pos = [], 0
         for i, row in enumerate(rows):
             n = len(outs[i])
-            hits = sum(x >= SUCCESS for x in scores[pos : pos + n])
+            hits = sum(is_correct(x) for x in scores[pos : pos + n])
             pos += n
             meta = dict(row.metadata)
             meta["num_samples"] = n
             meta["response_len_mean"] = round(sum(x.num_tokens for x in outs[i]) / max(1, n), 3)
             meta["num_truncated"] = sum(x.finish_reason == "length" for x in outs[i])
-            ok_len = [x.num_tokens for x, sc in zip(outs[i], scores[pos - n : pos]) if sc >= SUCCESS]
+            ok_len = [x.num_tokens for x, sc in zip(outs[i], scores[pos - n : pos]) if is_correct(sc)]
             meta["correct_len_mean"] = round(sum(ok_len) / len(ok_len), 3) if ok_len else None
             meta["correct_len_p90"] = round(percentile(ok_len, 90), 3) if ok_len else None
             result.append((row, hits / max(1, n), meta))
         if s.guess_tries > 0:
             for i, (row, _, meta) in enumerate(result):
                 n = len(outs[guess_at + i])
-                g = sum(x >= SUCCESS for x in scores[pos : pos + n])
+                g = sum(is_correct(x) for x in scores[pos : pos + n])
                 pos += n
                 meta.update(guess_tries=n, guess_hits=g, guessable=g >= s.guess_min_hits)
         for j, i in enumerate(classify):

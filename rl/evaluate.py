@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from prompts.schema import PromptRow
 from rl.length_stats import length_summary
+from rl.rewards.scores import is_correct
 from rl.scoring import Scorer
 from rl.vision import VisionIO, encode_request
 from rollout.engine import Generation, SamplingConfig
@@ -85,7 +86,7 @@ def evaluate(
     for g, s in zip(gens, scores):
         per_prompt[g.prompt_index].append(s)
     p1 = [sum(v) / len(v) for v in per_prompt.values()]
-    pk = [pass_at_k(len(v), sum(1 for x in v if x >= 0.5), len(v)) for v in per_prompt.values()]
+    pk = [pass_at_k(len(v), sum(1 for x in v if is_correct(x)), len(v)) for v in per_prompt.values()]
     by_diff: dict[str, list[float]] = defaultdict(list)
     for i, v in per_prompt.items():
         by_diff[str(kept[i].difficulty)].append(sum(v) / len(v))

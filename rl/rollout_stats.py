@@ -12,6 +12,7 @@ import torch
 from prompts.schema import PromptRow
 from rl.length_stats import length_summary
 from rl.moe_metrics import load_metrics
+from rl.rewards.scores import is_correct
 from rl.scoring import ScoreResult
 from rollout.engine import Generation
 
@@ -39,7 +40,7 @@ def iteration_metrics(
     eval_result: dict | None,
 ) -> dict[str, Any]:
     lengths = [len(g.token_ids) for g in gens]
-    correct = [r.score >= 1.0 for r in results]
+    correct = [is_correct(r.score) for r in results]
     by_diff: dict[str, list[float]] = defaultdict(list)
     for row, r in zip(rows, results):
         by_diff[str(row.difficulty)].append(r.score)
@@ -92,8 +93,8 @@ def sample_records(
 ) -> list[dict[str, Any]]:
     """A few rollouts for the dashboard's browser: half correct, half not, where possible."""
     rng = random.Random(seed * 100003 + iteration)
-    good = [j for j, r in enumerate(results) if r.score >= 1.0]
-    bad = [j for j, r in enumerate(results) if r.score < 1.0]
+    good = [j for j, r in enumerate(results) if is_correct(r.score)]
+    bad = [j for j, r in enumerate(results) if not is_correct(r.score)]
     picks = rng.sample(good, min(len(good), n // 2)) + rng.sample(bad, min(len(bad), n - min(len(good), n // 2)))
     return [
         {

@@ -1,7 +1,8 @@
 """VerifierPool: deadlines that hold, crashes that cost one item, adversarial inputs.
 
-Each adversarial input must come back within deadline + 1 s with score 0, and the next batch
-must be scored normally (the killed worker was replaced)."""
+Each adversarial input must come back within two deadlines + 1 s with score 0 (a timed-out item
+is retried once on a fresh worker, issue 20), and the next batch must be scored normally (the
+killed worker was replaced)."""
 
 from __future__ import annotations
 
@@ -50,16 +51,18 @@ def test_adversarial_input_scores_zero_within_deadline_then_pool_recovers(pool, 
     (res,) = pool.map([VerifyItem(ADVERSARIAL[name], "7")])
     elapsed = time.monotonic() - t0
     assert res.score == 0.0, res
-    assert elapsed < DEADLINE + 1.0, (name, elapsed, res.reason)
+    assert elapsed < 2 * DEADLINE + 1.0, (name, elapsed, res.reason)
     assert [r.score for r in pool.map(NORMAL)] == NORMAL_SCORES
 
 
 def test_power_tower_is_a_timeout_and_the_worker_is_replaced(pool):
     before, restarts = set(pool.worker_pids()), pool.stats["restarts"]
     (res,) = pool.map([VerifyItem(ADVERSARIAL["power_tower"], "1")])
-    assert (res.score, res.reason, res.metrics["timeout"]) == (0.0, "timeout", True)
+    assert (res.score, res.reason, res.metrics["timeout"], res.metrics["retried"]) == (0.0, "timeout", True, True)
+    # The deadline is the worker's CPU time (the wall clock can only be longer), per attempt.
+    assert DEADLINE <= res.metrics["cpu_s"] < DEADLINE + 0.5
     assert DEADLINE <= res.metrics["elapsed_s"] < DEADLINE + 1.0
-    assert pool.stats["restarts"] == restarts + 1 and set(pool.worker_pids()) != before
+    assert pool.stats["restarts"] == restarts + 2 and set(pool.worker_pids()) != before
 
 
 def test_mixed_batch_keeps_order_and_other_items_finish(pool):
@@ -67,8 +70,8 @@ def test_mixed_batch_keeps_order_and_other_items_finish(pool):
     items = [NORMAL[0], hang, NORMAL[1], hang, NORMAL[2]] + NORMAL * 10
     t0 = time.monotonic()
     res = pool.map(items)
-    # Two hangs on two workers run in parallel: about one deadline, not two.
-    assert time.monotonic() - t0 < 2 * DEADLINE + 1.0
+    # Two hangs on two workers run in parallel, each tried twice: about two deadlines, not four.
+    assert time.monotonic() - t0 < 3 * DEADLINE
     assert [r.reason for r in res[:5]] == ["correct", "timeout", "correct", "timeout", "wrong"]
     assert [r.score for r in res[5:]] == NORMAL_SCORES * 10
 
@@ -83,7 +86,7 @@ def test_long_but_honest_response_is_scored(pool):
 def test_per_call_deadline_overrides_the_pool_default(pool):
     t0 = time.monotonic()
     (res,) = pool.map([VerifyItem(ADVERSARIAL["factorial_1e9"], "1")], timeout_s=0.5)
-    assert res.reason == "timeout" and time.monotonic() - t0 < 1.5
+    assert res.reason == "timeout" and time.monotonic() - t0 < 2.0  # 2 x 0.5 s: tried twice
 
 
 def test_killed_worker_costs_only_its_item():
@@ -112,6 +115,34 @@ def test_workers_run_under_the_address_space_cap():
         limits = open(f"/proc/{p.worker_pids()[0]}/limits").read()
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
     assert line.split()[3:5] == [str(1536 << 20)] * 2, line
+
+
+def test_deadline_counts_the_workers_cpu_time_not_time_spent_waiting_for_a_core():
+    # A stopped worker is what a starved one looks like to the clock: wall time passes, no work
+    # is done. The item must survive 2.5 deadlines of that and still be scored (issue 20).
+    with VerifierPool(num_workers=1, timeout_s=1.0) as p:
+        p.map(NORMAL[:1])
+        (pid,) = p.worker_pids()
+        os.kill(pid, signal.SIGSTOP)
+        threading.Timer(2.5, os.kill, (pid, signal.SIGCONT)).start()
+        t0 = time.monotonic()
+        (res,) = p.map([NORMAL[0]])
+        assert time.monotonic() - t0 >= 2.4
+        assert (res.score, res.reason) == (1.0, "correct")
+        assert p.stats["timeouts"] == 0
+
+
+def test_a_timeout_is_retried_once_and_logged(caplog):
+    with VerifierPool(num_workers=1, timeout_s=0.5) as p, caplog.at_level("WARNING", logger="rl.rewards.pool"):
+        (res,) = p.map([VerifyItem(ADVERSARIAL["factorial_1e9"], "1", item_id="row-7")])
+        assert (res.reason, res.metrics["retried"]) == ("timeout", True)
+        assert p.stats["timeouts"] == 2 and p.stats["retries"] == 1
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("row-7" in m and "retrying" in m for m in msgs), msgs
+    assert any("row-7" in m and "scores 0" in m for m in msgs), msgs
+    with VerifierPool(num_workers=1, timeout_s=0.5, timeout_retries=0) as p:
+        (res,) = p.map([VerifyItem(ADVERSARIAL["factorial_1e9"], "1")])
+        assert (res.reason, res.metrics["retried"], p.stats["timeouts"]) == ("timeout", False, 1)
 
 
 def test_workers_that_cannot_start_are_an_error_not_a_hang():
@@ -146,7 +177,7 @@ def test_one_off_verify_uses_a_default_pool_started_on_demand():
         assert (r.score, r.reason) == (1.0, "correct")
         t0 = time.monotonic()
         r = verify(ADVERSARIAL["power_tower"], "1", timeout_s=1.0)
-        assert r.reason == "timeout" and time.monotonic() - t0 < 2.0
+        assert r.reason == "timeout" and time.monotonic() - t0 < 3.0  # tried twice
     finally:
         close_default_pool()
     assert api._default is None

@@ -26,7 +26,7 @@ INTEGER = [
     (T + "\\boxed{3}", "#### -3", 0.0, "wrong"),
     (T + "The answer is 18.5", "18", 0.0, "wrong"),
     (T + "The answer is 19.", GSM_REF, 0.0, "wrong"),
-    (T + "It is 18 or 20.", "18", 0.0, "wrong"),  # no phrase: the last number is 20
+    (T + "It is 18 or 20.", "18", 0.0, "multiple_answers"),  # no answer phrase, but a stated hedge
     (T + "The answer is 18 or 20.", "18", 0.0, "multiple_answers"),
     (T + "\\boxed{18}, \\boxed{20}", "18", 0.0, "multiple_answers"),
     (T + "I don't know.", "18", 0.0, "no_answer"),

@@ -7,9 +7,12 @@ per run and consistent across panels; metrics are distinguished by dash style; a
 iteration (a run resumed from a checkpoint) is plotted once, with its last-written values.
 """
 
+from rl.rewards.scores import CORRECT_THRESHOLD
+
 APP_JS = r"""
 (function () {
 'use strict';
+const CORRECT_THRESHOLD = __CORRECT_THRESHOLD__;  // rl.rewards.scores: the one definition of correct
 const boot = JSON.parse(document.getElementById('boot').textContent);
 const RUN_COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
                     '#17becf', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22'];
@@ -361,7 +364,7 @@ async function renderRollouts() {
 }
 
 function isCorrect(s) {
-  if (isNum(s.score)) return s.score >= 1 - 1e-6;
+  if (isNum(s.score)) return s.score >= CORRECT_THRESHOLD;  // rl.rewards.scores.is_correct
   if (typeof s.score === 'boolean') return s.score;
   return isNum(s.reward) && s.reward > 0;
 }
@@ -457,4 +460,4 @@ render().then(() => {
   }
 });
 })();
-"""
+""".replace("__CORRECT_THRESHOLD__", repr(CORRECT_THRESHOLD))

@@ -29,13 +29,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from rl.rewards.scores import is_correct as score_is_correct  # no torch, no sympy: cheap
+
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 SIDE_FILES = ("summary.json", "sft_eval.json")
 
-# A score counts as correct at >= 1 - 1e-6, as in rl.mirror_descent.length_penalty.is_correct
-# (duplicated rather than imported: that module pulls in torch, the dashboard should not).
-CORRECT_ATOL = 1e-6
 HEAD_BYTES = 256
 
 
@@ -60,10 +59,10 @@ def parse_object(line: bytes) -> dict | None:
 
 
 def is_correct(sample: dict) -> bool:
-    """Verifier-correct: `score` >= 1 - 1e-6; without a score, a positive reward."""
+    """Verifier-correct by `rl.rewards.scores.is_correct`; without a score, a positive reward."""
     score = sample.get("score")
     if isinstance(score, (int, float)) and not isinstance(score, bool):
-        return score >= 1.0 - CORRECT_ATOL
+        return score_is_correct(score)
     if isinstance(score, bool):
         return score
     reward = sample.get("reward")

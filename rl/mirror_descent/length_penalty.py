@@ -19,21 +19,13 @@ import torch
 from torch import Tensor
 
 from rl.mirror_descent.groups import GroupIndex, group_index, has_values, segment_amax, segment_amin
+from rl.rewards.scores import CORRECT_ATOL, is_correct_tensor  # noqa: F401  (CORRECT_ATOL re-exported)
 
-# A score counts as correct ("r_j = 1" in the paper) when it is >= 1 - CORRECT_ATOL, so a
-# verifier score of 0.9999999 (float32 rounding of 1) is correct and partial credit is not.
-CORRECT_ATOL = 1e-6
-
-
-def is_correct(correct_N: Tensor) -> Tensor:
-    """(N,) bool. A bool tensor is taken as is; a numeric one is correct where score >= 1 - 1e-6.
-
-    NaN scores compare False, i.e. count as wrong (the reward itself stays NaN and is the
-    learner's to catch).
-    """
-    if correct_N.dtype == torch.bool:
-        return correct_N
-    return correct_N.to(torch.float64) >= 1.0 - CORRECT_ATOL
+# "r_j = 1" in the paper: one definition of correct for every module, in rl.rewards.scores
+# (score >= 1 - CORRECT_ATOL, so float32 rounding of 1 is correct and partial credit is not).
+# NaN scores compare False, i.e. count as wrong (the reward itself stays NaN and is the
+# learner's to catch).
+is_correct = is_correct_tensor
 
 
 def length_penalty(
@@ -46,12 +38,12 @@ def length_penalty(
     """(N,) len_reward_j of §2.3.3 (unweighted), in [-0.5, 0.5].
 
     lengths_N    (N,) response lengths in tokens (int or float, finite, >= 0)
-    correct_N    (N,) bool, or float scores (correct where >= 1 - 1e-6, see `is_correct`)
+    correct_N    (N,) bool, or float scores (correct per `rl.rewards.scores.is_correct`)
     group_ids_N  (N,) int prompt-group labels, or their `GroupIndex`; groups may have different
                  sizes, and the min/max lengths are taken over each group's own responses only.
 
-    All three on one device (any); computed in float64 there and returned as `dtype`. A group of size 1, or whose responses all have
-    the same length, gets 0. Raises ValueError for empty input, shape mismatches, or
+    All three on one device (any); computed in float64 there and returned as `dtype`. A group of
+    size 1, or whose responses all have the same length, gets 0. Raises ValueError for empty input, shape mismatches, or
     non-finite/negative lengths (a length is a token count: a NaN here is a pipeline bug, and it
     would otherwise spread to every response of its group through min/max).
     """

@@ -10,6 +10,7 @@ Which verifier scores a row is `row.verifier`: "math" (default), "integer", "mul
 "string", "judge" or "math_or_judge". Rule-based checks run in killable worker processes with a
 per-item deadline; the judge is a CoT model verdict over a vLLM engine or an HTTP endpoint.
 Importing this package starts nothing: pools start when created (or on the first `verify`).
+Whether a score is a right answer is `is_correct(score)`, the one definition every module uses.
 """
 
 from rl.rewards.api import close_default_pool, default_pool, verify, verify_batch
@@ -20,12 +21,13 @@ from rl.rewards.judge import JudgeVerifier, TextGenerator, parse_verdict
 from rl.rewards.math_verifier import MathVerifier
 from rl.rewards.pool import VerifierPool
 from rl.rewards.rule_verifiers import IntegerVerifier, MultipleChoiceVerifier, StringVerifier
+from rl.rewards.scores import CORRECT_THRESHOLD, is_correct, is_correct_tensor
 from rl.rewards.transports import EngineTransport, OpenAICompatibleTransport
 
 __all__ = [
-    "KINDS", "EngineTransport", "IntegerVerifier", "JudgeConfig", "JudgeVerifier", "MathVerifier",
+    "CORRECT_THRESHOLD", "KINDS", "EngineTransport", "IntegerVerifier", "JudgeConfig", "JudgeVerifier", "MathVerifier",
     "MultipleChoiceVerifier", "OpenAICompatibleTransport", "Reason", "RewardConfig", "StringVerifier",
     "TextGenerator", "Verifier", "VerifierConfig", "VerifierPool", "VerifyItem", "VerifyResult",
     "close_default_pool", "compose_reward", "compose_rewards", "default_pool", "parse_verdict",
-    "verify", "verify_batch",
+    "is_correct", "is_correct_tensor", "verify", "verify_batch",
 ]

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from rl.rewards.scores import is_correct
+
 if TYPE_CHECKING:
     from prompts.schema import PromptRow
 
@@ -35,6 +37,12 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"  # the per-item deadline passed; the worker was killed and replaced
     WORKER_CRASHED = "worker_crashed"  # the worker died (segfault, OOM kill) on this item
     ERROR = "error"  # the verifier raised; the exception type is in metrics["error"]
+    # Reward hacking (issue 20): outputs that try to game the reward score 0 with these reasons.
+    EMPTY_THINK = "empty_think"  # `require_think` and the think block is empty: a guess
+    ANSWER_IN_CODE = "answer_in_code"  # the only box is inside a code block
+    PROMPT_ECHO = "prompt_echo"  # the only answer is inside a verbatim echo of the question
+    NESTED_BOXES = "nested_boxes"  # \\boxed{... \\boxed{...}}
+    LOOKALIKE_DIGITS = "lookalike_digits"  # non-ASCII digits or letters posing as digits
     TRUNCATED = "truncated"  # cut at max_tokens: never scored, whatever its text holds
     JUDGE_CORRECT = "judge_correct"
     JUDGE_INCORRECT = "judge_incorrect"
@@ -89,7 +97,7 @@ class VerifyResult:
 
     @property
     def correct(self) -> bool:
-        return self.score >= 1.0
+        return is_correct(self.score)
 
 
 class Verifier(ABC):

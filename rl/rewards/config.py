@@ -42,7 +42,8 @@ class VerifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     num_workers: int = Field(2, ge=1, description="Worker processes for rule-based checks")
-    timeout_s: float = Field(5.0, gt=0, description="Per-item deadline; past it the item scores 0 (timeout)")
+    timeout_s: float = Field(5.0, gt=0, description="Per-item deadline in worker CPU seconds (wall-clock backstop 4x)")
+    timeout_retries: int = Field(1, ge=0, description="A timed-out item is retried this often before it scores 0")
     max_memory_mb: int | None = Field(4096, gt=0, description="Address-space cap per worker")
     start_method: Literal["forkserver", "spawn"] = "forkserver"
     require_think: bool = Field(False, description="Responses must close </think> to be scored")

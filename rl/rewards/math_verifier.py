@@ -6,6 +6,12 @@ tuples, matrices, `x = 3` vs `3`, sqrt/pi forms). We only ever hand it LaTeX wra
 with `LatexExtractionConfig` alone: its plain-expression extractor runs `sympy.parse_expr` (an
 eval) on raw text, and model output must never reach eval/exec/sympify.
 
+Before math-verify, plain numeric answers on both sides are settled exactly by exact.py (no
+sympy, and no tolerance except to a rounded decimal's stated precision: math-verify's numeric
+tolerance called 1/3^60 and 1/3^61 equal), and answer forms math-verify does not know are read
+by forms.py: an option letter with its text ("(D) 7" for D), +/- references as the set of both
+values, number words ("3.5 thousand"), decimal commas, and look-alike digits (rejected).
+
 math-verify's own timeouts (SIGALRM, whole seconds) are switched off: this code runs in a
 `VerifierPool` worker, whose per-item deadline kills and replaces the worker. That also covers
 what SIGALRM cannot interrupt, e.g. sympy evaluating 10^{10^{10^{10}}} inside C code, and it
@@ -17,14 +23,17 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from rl.rewards import forms
 from rl.rewards.base import Reason, Verifier, VerifyItem, VerifyResult
-from rl.rewards.extract import clean_text, extract_answer
+from rl.rewards.exact import numbers_equal, parse_exact
+from rl.rewards.extract import clean_text, extract_answer, find_boxes
 
 _UNICODE = {"−": "-", "×": "\\times ", "÷": "\\div ", "π": "\\pi ", "°": "^\\circ", "√": "\\sqrt ", "∞": "\\infty "}
-_THOUSANDS_RE = re.compile(r"(?<![\d.])\d{1,3}(?:(?:\{,\}|,\\!\s*|,)\d{3})+(?![\d])")
+_THOUSANDS_RE = re.compile(r"(?<![\d.])\d{1,3}(?:(?:\{,\}|,\\!\s*|,|\\[,;]|[ \u00a0\u202f~])\d{3})+(?![\d])")
 _SCI_RE = re.compile(r"(?<![\w\\.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
 _MIXED_RE = re.compile(r"(?<![\d.}^_{a-zA-Z])(\d+)\s*\\[dt]?frac\s*\{(\d+)\}\s*\{(\d+)\}")
-_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+_PLAIN_DECIMAL_RE = re.compile(r"-?\d*\.\d+")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _TEXTUAL_RE = re.compile(r"\(?[A-Za-z][A-Za-z\s']*\)?")
 _BRACKETED_RE = re.compile(r"([(\[]|\\\{).*,.*([)\]]|\\\})", re.DOTALL)
@@ -44,13 +53,28 @@ def normalize(s: str) -> str:
     # A whole number written against a fraction is a mixed number (MATH writes 15\\frac{39}{40}
     # for 639/40); latex2sympy would read it as the product 15 * 39/40.
     s = _MIXED_RE.sub(r"(\1+\\frac{\2}{\3})", s)
-    return _SCI_RE.sub(r"\1\\times 10^{\2}", s)
+    return forms.number_words(_SCI_RE.sub(r"\1\\times 10^{\2}", s))
+
+
+def prepare_reference(ref: str) -> str:
+    """The reference as a plain answer: a boxed reference is unboxed (several boxes are a list),
+    a bare {1,2,3} is a set."""
+    ref = clean_text(ref).strip()
+    boxes = find_boxes(ref)
+    if boxes:
+        rest = "".join(ref[a:b] for a, b in zip([0] + [e for _, e, _ in boxes], [s for s, _, _ in boxes] + [len(ref)]))
+        if re.fullmatch(r"(?:[\s$,.;+]|\\[()\[\]]|\band\b)*", rest):
+            ref = ", ".join(b[2].strip() for b in boxes)
+    ref = normalize(ref)
+    if re.fullmatch(r"\{[^{}]*,[^{}]*\}", ref):
+        ref = "\\" + ref[:-1] + "\\}"
+    return drop_thousands(ref) if _THOUSANDS_RE.fullmatch(ref) else ref
 
 
 def drop_thousands(s: str) -> str:
     """1,000 / 1{,}000 / 1,\\!000 -> 1000. Only for single-valued answers (a pair "(1,200)"
     would otherwise collapse), and never with a space after the comma ("1, 200" is a list)."""
-    return _THOUSANDS_RE.sub(lambda m: re.sub(r"\{,\}|,\\!\s*|,", "", m.group()), s)
+    return _THOUSANDS_RE.sub(lambda m: re.sub(r"\{,\}|,\\!\s*|,|\\[,;]|[ \u00a0\u202f~]", "", m.group()), s)
 
 
 def top_level_parts(s: str) -> list[str]:
@@ -76,10 +100,18 @@ def is_multi_valued(ref: str) -> bool:
 
 
 def _wrap_like(ref: str, inner: str) -> str:
-    """Several boxes joined into one answer wear the reference's brackets: (1, 2) or \\{1, 2\\}."""
+    """Several boxes joined into one answer wear the reference's brackets: (1, 2) or \\{1, 2\\}
+    (but not those of a list of tuples: "(3, 3), (1, 1)" has no outer bracket)."""
     s = re.sub(r"\\left|\\right|\s", "", ref)
     m = _BRACKETED_RE.fullmatch(s)
-    return f"{m.group(1)}{inner}{m.group(2)}" if m else inner
+    if not m:
+        return inner
+    depth = 0
+    for k, c in enumerate(s):
+        depth += (c in "([{") - (c in ")]}")
+        if depth == 0 and k > 0 and s[k + 1 :] not in ("", "}"):  # "\\}": the backslash of the close
+            return inner  # the first bracket closes before the end
+    return f"{m.group(1)}{inner}{m.group(2)}"
 
 
 def is_textual(ref: str) -> bool:
@@ -121,12 +153,24 @@ def _parse_reference(ref: str) -> tuple:
 
 
 def math_equal(pred: str, ref: str) -> bool | None:
-    """True/False, or None when the reference cannot be parsed at all."""
+    """True/False, or None when the reference cannot be parsed at all.
+
+    Plain numeric answers on both sides (integers, decimals, fractions, powers, factorials,
+    surds, pi) are settled by `exact.numbers_equal` without sympy: exactly, or to the stated
+    precision of a rounded decimal. Only the rest goes to math-verify."""
     if _PLAIN_NUMBER_RE.fullmatch(pred) and _PLAIN_NUMBER_RE.fullmatch(ref):
-        try:  # the common case (integers, decimals) without sympy
-            return Decimal(pred) == Decimal(ref)
+        try:  # the common case (integers, decimals) without any parsing
+            if Decimal(pred) == Decimal(ref):
+                return True
+            if "." not in pred + ref:
+                return False  # two integers
         except InvalidOperation:
             pass
+    exact_ref = parse_exact(ref)
+    if exact_ref is not None:
+        exact_pred = parse_exact(pred)
+        if exact_pred is not None:
+            return numbers_equal(exact_pred, exact_ref)
     from math_verify import verify
 
     gold = _parse_reference(ref)
@@ -158,27 +202,64 @@ class MathVerifier(Verifier):
     name = "math"
 
     def verify_one(self, item: VerifyItem) -> VerifyResult:
-        ex = extract_answer(item.response, item.require_think)
-        ref = normalize(item.reference)
-        ref = drop_thousands(ref) if _THOUSANDS_RE.fullmatch(ref) else ref
-        textual = is_textual(ref)
+        ex = extract_answer(item.response, item.require_think, item.question)
+        ref = prepare_reference(item.reference)
+        textual = is_textual(ref) and forms.option_letter_ref(ref) is None
         m = {"extracted": " | ".join(ex.parts)[:200], "method": ex.method, "format_ok": ex.format_ok,
              "ref_type": "text" if textual else "math"}
         if ex.status != "ok":
             return VerifyResult(0.0, Reason(ex.status), m)
         parts = [normalize(p) for p in ex.parts]
-        if is_multi_valued(ref):
-            # Several boxes may together form a list/tuple/set answer.
-            pred = parts[0] if len(parts) == 1 else _wrap_like(ref, ", ".join(parts))
-        else:
-            parts = [drop_thousands(p) for p in parts]
-            if _is_hedge(parts) or _is_hedge(top_level_parts(parts[-1])):
-                return VerifyResult(0.0, Reason.MULTIPLE_ANSWERS, m)
-            pred = parts[-1]
-        if textual:
-            ok: bool | None = canon(pred) == canon(ref)
-        else:
-            ok = equal_up_to_percent(pred, ref)
+        if parse_exact(ref) is not None and any(forms.lookalike_digits(p) for p in parts):
+            return VerifyResult(0.0, Reason.LOOKALIKE_DIGITS, m)
+        ok = self._compare(parts, [normalize(p) for p in ex.loose_parts], ref, textual)
+        if isinstance(ok, Reason):
+            return VerifyResult(0.0, ok, m)
         if ok is None:
             return VerifyResult(0.0, Reason.REFERENCE_UNPARSABLE, m)
         return VerifyResult(float(ok), Reason.CORRECT if ok else Reason.WRONG, m)
+
+    def _compare(self, parts: list[str], loose: list[str], ref: str, textual: bool) -> bool | None | Reason:
+        letter = forms.option_letter_ref(ref)
+        if letter is not None:  # "(D) 7" and "(B), an even number" name an option
+            picks = {forms.option_letter_pred(q) for p in parts for q in (top_level_parts(p) or [p])} - {None}
+            if len(picks) > 1:
+                return Reason.MULTIPLE_ANSWERS
+            if picks:
+                return picks.pop() == letter
+        pm = forms.expand_pm(ref)
+        if pm is not None and not is_multi_valued(ref):
+            ref = "\\{" + ", ".join(pm) + "\\}"  # 1 \pm \sqrt{19}: both roots, as a set
+        if is_multi_valued(ref):
+            return self._compare_list(parts, loose, ref)
+        parts = [drop_thousands(p) for p in parts]
+        if _PLAIN_DECIMAL_RE.fullmatch(ref):
+            parts = [forms.decimal_comma(p) for p in parts]
+        if _is_hedge(parts) or _is_hedge(top_level_parts(parts[-1])):
+            return Reason.MULTIPLE_ANSWERS
+        if textual:
+            return canon(parts[-1]) == canon(ref)
+        return equal_up_to_percent(parts[-1], ref)
+
+    def _compare_list(self, parts: list[str], loose: list[str], ref: str) -> bool | None:
+        """A list/tuple/set reference: the group of boxes (or the loose group) as one answer."""
+        candidates = [parts] + ([loose] if len(loose) > len(parts) else [])
+        unparsable = False
+        for group in candidates:
+            items, rewrite = group, len(group) > 1
+            if len(group) == 1:  # "x = 2 \text{ or } x = -2" and "\pm 2" list their values
+                pm = forms.expand_pm(group[0])
+                items = pm or top_level_parts(group[0])
+                rewrite = pm is not None or (len(items) > 1 and bool(re.search(r"=", group[0]) or _OR_RE.search(group[0])))
+            pred = _wrap_like(ref, ", ".join(_value_of(q) for q in items)) if rewrite else group[0]
+            ok = equal_up_to_percent(pred, ref)
+            if ok:
+                return True
+            unparsable = unparsable or ok is None
+        return None if unparsable else False
+
+
+def _value_of(part: str) -> str:
+    """"x = 2" -> "2" (a variable named in a list item)."""
+    m = re.fullmatch(r"\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(.+)", part)
+    return m.group(1).strip() if m else part.strip()

@@ -10,17 +10,28 @@ worker. Results go back in input order; a timeout or crash costs that item (scor
 
 Workers start with "forkserver" by default: forking from a clean server that has already
 imported sympy and math-verify makes a replacement worker ready in tens of milliseconds, and
-unlike plain fork it is safe in a parent that runs threads (Ray, vLLM). The deadline of an item
-starts when it is handed to a worker that has reported ready, so start-up never eats into it.
-As with any spawn/forkserver user (and with vLLM), a script that creates a pool must guard its
-entry point with `if __name__ == "__main__":`, since workers re-import the main module.
+unlike plain fork it is safe in a parent that runs threads (Ray, vLLM).
+
+Deadlines measure the work (issue 20): an item's clock starts when it is handed to a worker that
+has reported ready (never during start-up or while it waits in the queue), and on Linux it is the
+worker's CPU time, so a busy machine that leaves the worker waiting for a core does not turn an
+easy item into a timeout; a wall-clock backstop (`WALL_FACTOR` x the deadline) still bounds
+anything that hangs without using CPU. A timed-out item is retried once on a fresh worker, with
+a warning in the log, before it scores 0.
+
+spawn/forkserver workers re-import the main module. A plain script without an
+`if __name__ == "__main__":` guard would run again in every worker, so for such a script the
+pool forks its workers instead (when the process has no other threads; with threads it fails at
+once, saying what to do).
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 import weakref
@@ -33,15 +44,71 @@ from rl.rewards.base import Reason, VerifyItem, VerifyResult
 
 log = logging.getLogger(__name__)
 _PRELOAD = ["rl.rewards.registry", "math_verify", "latex2sympy2_extended.latex2sympy2"]
+WALL_FACTOR = 4.0  # wall-clock backstop: deadline x this (+1 s), for hangs that use no CPU
+_POLL_S = 0.05  # how often in-flight workers' CPU clocks are read
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _worker_main(conn: Connection, max_memory_mb: int | None) -> None:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None where that is not available."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def unguarded_main_script() -> str | None:
+    """The path of the main script when it has no top-level `if __name__ == "__main__":` block
+    (spawn/forkserver children would run all of it again), else None."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py") or getattr(main, "__name__", "") != "__main__":
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test):
+            return None
+    return str(path)
+
+
+def _start_method(requested: str) -> str:
+    script = unguarded_main_script()
+    if script is None or requested == "fork":
+        return requested
+    if threading.active_count() == 1:
+        import math_verify  # noqa: F401  (imported once here, so forked workers start warm)
+
+        log.info("%s has no `if __name__ == '__main__':` guard; verifier workers are forked instead of %s", script, requested)
+        return "fork"
+    raise RuntimeError(
+        f"rl.rewards: the verifier pool starts worker processes ({requested}), which re-import the main script "
+        f"{script}; it has no `if __name__ == \"__main__\":` guard, so every worker would run the script again. "
+        "Put the script's top-level code under `if __name__ == \"__main__\":` (this process runs threads, so the "
+        "pool cannot safely fork instead)."
+    )
+
+
+def _worker_main(conn: Connection, max_memory_mb: int | None, forked: bool = False) -> None:
     """Worker loop: receive (index, item), send (index, result); None means exit."""
     if max_memory_mb:
         import resource
 
-        # A runaway expansion raises MemoryError here instead of paging the whole machine.
-        cap = max_memory_mb << 20
+        # A runaway expansion raises MemoryError here instead of paging the whole machine. A forked
+        # worker inherits its parent's mappings (torch alone maps gigabytes), so its cap is on top.
+        mapped = 0
+        if forked:
+            try:
+                with open("/proc/self/statm") as f:
+                    mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError):
+                pass
+        cap = (max_memory_mb << 20) + mapped
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     # The pool owns timeouts, so math-verify's "timeout disabled" warning is noise here.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -49,7 +116,7 @@ def _worker_main(conn: Connection, max_memory_mb: int | None) -> None:
 
     import math_verify  # noqa: F401  (warm: a spawned worker would import sympy on its first item's clock)
 
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", os.getpid(), time.process_time()))
     while True:
         try:
             msg = conn.recv()
@@ -64,7 +131,9 @@ def _worker_main(conn: Connection, max_memory_mb: int | None) -> None:
         except (Exception, RecursionError, MemoryError) as e:  # one bad item, not a dead worker
             res = VerifyResult(0.0, Reason.ERROR, {"error": type(e).__name__})
         res.metrics["elapsed_s"] = round(time.perf_counter() - t0, 6)
-        conn.send((index, res))
+        # The worker's CPU clock after the item: also its clock at the next dispatch (idle in
+        # between), so the pool can time the next item without a /proc read per item.
+        conn.send((index, res, time.process_time()))
 
 
 @dataclass
@@ -73,7 +142,8 @@ class _Worker:
     conn: Connection
     ready: bool = False
     started: float = 0.0
-    task: tuple[int, float, float] | None = None  # (item index, deadline, dispatch time)
+    task: tuple[int, float, float] | None = None  # (item index, wall backstop, dispatch time)
+    cpu_idle: float = 0.0  # the worker's CPU seconds when it last reported (= at the next dispatch)
 
 
 def _stop(workers: list[_Worker]) -> None:
@@ -109,15 +179,18 @@ class VerifierPool:
         max_memory_mb: int | None = 4096,
         start_method: str = "forkserver",
         startup_timeout_s: float = 60.0,
+        timeout_retries: int = 1,
     ) -> None:
         if num_workers < 1 or timeout_s <= 0:
             raise ValueError("num_workers must be >= 1 and timeout_s > 0")
         self.num_workers, self.timeout_s, self.max_memory_mb = num_workers, timeout_s, max_memory_mb
-        self.startup_timeout_s = startup_timeout_s
+        self.startup_timeout_s, self.timeout_retries = startup_timeout_s, timeout_retries
+        start_method = _start_method(start_method)
+        self.start_method = start_method
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
             self._ctx.set_forkserver_preload(_PRELOAD)  # only takes effect if no server runs yet
-        self.stats = {"timeouts": 0, "crashes": 0, "restarts": 0}
+        self.stats = {"timeouts": 0, "retries": 0, "crashes": 0, "restarts": 0}
         self._startup_deaths = 0  # consecutive workers that died before reporting ready
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()  # one map at a time (the shared default pool may see threads)
@@ -128,11 +201,12 @@ class VerifierPool:
     @classmethod
     def from_config(cls, cfg: Any) -> VerifierPool:
         """From a `VerifierConfig` (config.py)."""
-        return cls(cfg.num_workers, cfg.timeout_s, max_memory_mb=cfg.max_memory_mb, start_method=cfg.start_method)
+        return cls(cfg.num_workers, cfg.timeout_s, max_memory_mb=cfg.max_memory_mb, start_method=cfg.start_method,
+                   timeout_retries=cfg.timeout_retries)
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, args=(child, self.max_memory_mb), daemon=True)
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.max_memory_mb, self.start_method == "fork"), daemon=True)
         proc.start()
         child.close()
         return _Worker(proc, parent, started=time.monotonic())
@@ -155,6 +229,7 @@ class VerifierPool:
     def _map(self, items: Sequence[VerifyItem], limit: float) -> list[VerifyResult]:
         results: list[VerifyResult | None] = [None] * len(items)
         queue = deque(range(len(items)))
+        tries = [0] * len(items)
         # A worker's start-up is timed from when it was spawned or from this call, whichever is
         # later: a pool made before a long generation must not be failed for the generation's time.
         t_map = time.monotonic()
@@ -165,27 +240,53 @@ class VerifierPool:
                     i = queue.popleft()
                     try:
                         w.conn.send((i, items[i]))
-                        w.task = (i, now + limit, now)
+                        w.task = (i, now + WALL_FACTOR * limit + 1.0, now)
                     except (OSError, ValueError):  # died while idle: not this item's fault
                         queue.appendleft(i)
                         self._replace(w)
                 elif not w.ready and now - max(w.started, t_map) > self.startup_timeout_s:
                     raise RuntimeError(f"verifier worker did not start within {self.startup_timeout_s}s")
             waiting = [w for w in self._workers if w.task or not w.ready]
-            deadlines = [w.task[1] for w in waiting if w.task]
-            wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.05
+            backstops = [w.task[1] for w in waiting if w.task]
+            wait_s = max(0.0, min(min(backstops) - time.monotonic(), _POLL_S)) if backstops else 0.05
             ready = wait([w.conn for w in waiting] + [w.proc.sentinel for w in waiting], wait_s)
             for w in list(waiting):
                 if w.conn in ready or w.proc.sentinel in ready:
                     self._receive(w, results)
-            now = time.monotonic()
             for w in list(self._workers):
-                if w.task and now >= w.task[1]:
-                    i, _, t0 = w.task
-                    results[i] = VerifyResult(0.0, Reason.TIMEOUT, {"timeout": True, "elapsed_s": now - t0})
-                    self.stats["timeouts"] += 1
-                    self._replace(w)
+                if w.task and (overrun := self._overrun(w, limit)):
+                    self._timed_out(w, items, results, queue, tries, overrun)
         return results  # type: ignore[return-value]
+
+    def _overrun(self, w: _Worker, limit: float) -> dict | None:
+        """Measurements of an item past its deadline (CPU time, or the wall backstop), else None.
+        A single-threaded worker's CPU time cannot exceed the wall time, so /proc is read only
+        once the wall clock has passed the deadline."""
+        i, backstop, t0 = w.task  # type: ignore[misc]
+        now = time.monotonic()
+        if now - t0 < limit:
+            return None
+        cpu = cpu_seconds(w.proc.pid)
+        used = None if cpu is None else cpu - w.cpu_idle
+        if used is None or used >= limit or now >= backstop:
+            return {"elapsed_s": round(now - t0, 3), "cpu_s": None if used is None else round(used, 3)}
+        return None
+
+    def _timed_out(self, w: _Worker, items: Sequence[VerifyItem], results: list, queue: deque, tries: list, m: dict) -> None:
+        i = w.task[0]  # type: ignore[index]
+        self._replace(w)
+        self.stats["timeouts"] += 1
+        item_id = items[i].item_id or f"#{i}"
+        if tries[i] < self.timeout_retries:
+            tries[i] += 1
+            self.stats["retries"] += 1
+            log.warning("verifier item %s over its deadline (cpu %ss, wall %ss); retrying on a fresh worker",
+                        item_id, m["cpu_s"], m["elapsed_s"])
+            queue.appendleft(i)
+            return
+        log.warning("verifier item %s over its deadline again (cpu %ss, wall %ss); it scores 0 (timeout)",
+                    item_id, m["cpu_s"], m["elapsed_s"])
+        results[i] = VerifyResult(0.0, Reason.TIMEOUT, {"timeout": True, "retried": tries[i] > 0, **m})
 
     def _receive(self, w: _Worker, results: list[VerifyResult | None]) -> None:
         try:
@@ -210,10 +311,10 @@ class VerifierPool:
             self._replace(w)
             return
         if msg[0] == "ready":
-            w.ready = True
+            w.ready, w.cpu_idle = True, msg[2]
             self._startup_deaths = 0
         else:
-            index, res = msg
+            index, res, w.cpu_idle = msg
             results[index] = res
             w.task = None
 

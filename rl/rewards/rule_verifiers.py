@@ -11,10 +11,11 @@ from decimal import Decimal, InvalidOperation
 
 from rl.rewards.base import Reason, Verifier, VerifyItem, VerifyResult
 from rl.rewards.extract import Extraction, extract_answer
+from rl.rewards.forms import lookalike_digits
 from rl.rewards.math_verifier import canon, drop_thousands, top_level_parts
 
-_NUM_RE = re.compile(r"-?\d+(?:\.\d+)?|-?\.\d+")
-_LETTER_RE = re.compile(r"\(?([A-Z])\)?(?:[.):]|\s|$)")
+_NUM_RE = re.compile(r"-?\d+(?:\.\d+)?|-?\.\d+", re.ASCII)  # ASCII: Decimal("٤٢") would be 42
+_LETTER_RE = re.compile(r"\(?([A-Z])\)?(?:[.):,]|\s|$)")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 
 
@@ -51,10 +52,12 @@ class IntegerVerifier(Verifier):
     name = "integer"
 
     def verify_one(self, item: VerifyItem) -> VerifyResult:
-        ex = extract_answer(item.response, item.require_think)
+        ex = extract_answer(item.response, item.require_think, item.question)
         m = _metrics(ex)
         if ex.status != "ok":
             return VerifyResult(0.0, Reason(ex.status), m)
+        if any(lookalike_digits(p) for p in ex.parts):
+            return VerifyResult(0.0, Reason.LOOKALIKE_DIGITS, m)
         ref_nums = parse_number(item.reference.rsplit("####", 1)[-1])
         if len(ref_nums) != 1 or ref_nums[0] != ref_nums[0].to_integral_value():
             return VerifyResult(0.0, Reason.REFERENCE_UNPARSABLE, m)
@@ -84,7 +87,7 @@ class MultipleChoiceVerifier(Verifier):
     name = "multiple_choice"
 
     def verify_one(self, item: VerifyItem) -> VerifyResult:
-        ex = extract_answer(item.response, item.require_think)
+        ex = extract_answer(item.response, item.require_think, item.question)
         m = _metrics(ex)
         if ex.status != "ok":
             return VerifyResult(0.0, Reason(ex.status), m)
@@ -92,12 +95,13 @@ class MultipleChoiceVerifier(Verifier):
         if ref is None:
             return VerifyResult(0.0, Reason.REFERENCE_UNPARSABLE, m)
         # "\boxed{A}\boxed{B}" and "\boxed{A, C}" both offer several options: a hedge.
-        picks = [_letter(q, item.options) for p in ex.parts for q in (top_level_parts(p) or [p])]
-        if len({p for p in picks if p}) > 1:
+        # "(B), an even number" names B once: text after the letter is not another pick.
+        picks = {_letter(q, item.options) for p in ex.parts for q in (top_level_parts(p) or [p])} - {None}
+        if len(picks) > 1:
             return VerifyResult(0.0, Reason.MULTIPLE_ANSWERS, m)
-        if picks[-1] is None:
+        if not picks:
             return VerifyResult(0.0, Reason.NO_ANSWER, m)
-        return _result(picks[-1] == ref, m)
+        return _result(picks.pop() == ref, m)
 
 
 class StringVerifier(Verifier):
@@ -106,7 +110,7 @@ class StringVerifier(Verifier):
     name = "string"
 
     def verify_one(self, item: VerifyItem) -> VerifyResult:
-        ex = extract_answer(item.response, item.require_think)
+        ex = extract_answer(item.response, item.require_think, item.question)
         m = _metrics(ex)
         if ex.status != "ok":
             return VerifyResult(0.0, Reason(ex.status), m)

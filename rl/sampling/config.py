@@ -46,12 +46,12 @@ class TrackerConfig(_Strict):
         "one step per iteration in which the prompt was scored. 0 keeps only the latest group; "
         "values near 1 average over many visits (slow to follow a changing policy).",
     )
-    success_threshold: float = Field(
-        0.5,
+    success_threshold: float | None = Field(
+        None,
         gt=0.0,
         le=1.0,
-        description="A sample counts as a success when its score is >= this value "
-        "(scores are in [0, 1]; with binary verifiers any value in (0, 1] gives the same counts).",
+        description="None: a sample is a success when it is correct (rl.rewards.scores.is_correct, the "
+        "one definition). A value: score >= it, for partial-credit verifiers.",
     )
     unseen_prior: float = Field(
         0.5,

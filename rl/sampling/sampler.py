@@ -29,6 +29,7 @@ from typing import Any, Collection, Iterable, Sequence
 import numpy as np
 
 from prompts.schema import PromptRow
+from rl.rewards.scores import is_success
 
 from .config import SamplerConfig, parse_sampler_config, sampler_config_to_dict
 from .strategies import Strategy, make_strategy
@@ -39,9 +40,10 @@ Group = tuple[str, Sequence[float]]
 
 
 def filter_groups(
-    results: Iterable[Group], success_threshold: float = 0.5
+    results: Iterable[Group], success_threshold: float | None = None
 ) -> tuple[list[Group], int]:
-    """Drop groups whose samples were all correct or all wrong (score >= threshold = correct).
+    """Drop groups whose samples were all correct or all wrong (`rl.rewards.scores.is_success`:
+    `is_correct`, or score >= success_threshold when one is configured).
 
     Under a group-mean baseline (k1.5's mirror-descent update uses the mean reward of the k
     samples) such groups have zero advantage and contribute no gradient, only batch dilution.
@@ -55,7 +57,7 @@ def filter_groups(
             raise ValueError(
                 f"dynamic filtering needs at least 2 samples per prompt; prompt {pid!r} has {len(scores)}"
             )
-        succ = sum(float(s) >= success_threshold for s in scores)
+        succ = sum(is_success(s, success_threshold) for s in scores)
         if succ == 0 or succ == len(scores):
             dropped += 1
         else:
@@ -136,7 +138,8 @@ class PromptSampler:
 
     def update(self, iteration: int, results: Iterable[Group]) -> None:
         """Record this iteration's scored groups: (prompt id, its k scores in [0, 1]).
-        "Correct" means score >= tracker.success_threshold (0.5 by default)."""
+        "Correct" is `rl.rewards.scores.is_success` with tracker.success_threshold (default None:
+        `is_correct`)."""
         self.tracker.update(iteration, results)
 
     def filter_groups(self, results: Iterable[Group]) -> tuple[list[Group], int]:

@@ -3,7 +3,8 @@
 For every prompt id the tracker keeps, over all rollouts that scored it:
 
     count      samples scored
-    successes  samples with score >= success_threshold
+    successes  correct samples (rl.rewards.scores.is_success: is_correct, or score >= a configured
+               success_threshold)
     rate       exponentially weighted pass rate, one step per iteration the prompt was scored:
                    rate <- decay * rate + (1 - decay) * (successes_t / k_t)
                The first observation of an untagged prompt sets rate to its group's pass rate
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from rl.rewards.scores import is_success
 
 from .config import TrackerConfig
 
@@ -116,7 +119,7 @@ class PassRateTracker:
         thr, decay = self.cfg.success_threshold, self.cfg.decay
         for i, scores in merged.items():
             k = len(scores)
-            succ = sum(s >= thr for s in scores)
+            succ = sum(is_success(s, thr) for s in scores)
             self.count[i] += k
             self.successes[i] += succ
             batch = succ / k
