@@ -82,7 +82,7 @@ def test_the_detector_finds_thresholds_it_is_meant_to(tmp_path):
     tree = ast.parse(src)
     found = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Compare)
              and (_is_threshold(n.comparators[0]) and (_is_score_expr(n.left) or not isinstance(n.comparators[0], ast.Constant)))]
-    assert found == ["r.score >= 1.0", "x >= SUCCESS", "s >= 1 - 1e-06"]
+    assert sorted(found) == sorted(["r.score >= 1.0", "x >= SUCCESS", "s >= 1 - 1e-06"])
 
 
 def test_no_module_outside_rl_rewards_defines_correct_on_its_own():

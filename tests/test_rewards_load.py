@@ -12,7 +12,8 @@ from rl.rewards.corpus_eval import _burn, load_corpus, score_ours
 
 
 def test_corpus_slice_under_two_busy_processes_has_no_timeouts():
-    cases = [c for c in load_corpus() if c["group"] in ("math-verify", "math-dataset", "fp-exact-values", "fast-path")]
+    cases = [c for c in load_corpus() if c["group"] in ("math-verify", "math-dataset", "fp-exact-values", "fast-path")
+             and not c["debatable"]]  # the acceptance is on the non-debatable cases
     cases = cases[::2]
     ctx = mp.get_context("spawn")
     burners = [ctx.Process(target=_burn, args=(time.time() + 120,), daemon=True) for _ in range(2)]

@@ -66,8 +66,8 @@ def test_tracker_counts_ewma_and_tag_seed():
 
 
 def test_tracker_threshold_merge_and_tag_switch():
-    tr = PassRateTracker(["a", "b"], [None, None], TrackerConfig(decay=0.0), [None, 0.9])
-    tr.update(0, [("a", [0.5, 0.49])])  # 0.5 counts as correct, 0.49 does not
+    tr = PassRateTracker(["a", "b"], [None, None], TrackerConfig(decay=0.0, success_threshold=0.5), [None, 0.9])
+    tr.update(0, [("a", [0.5, 0.49])])  # with threshold 0.5: 0.5 counts as a success, 0.49 does not
     assert (tr.get("a").successes, tr.get("a").rate) == (1, 0.5)
     # two entries for one id in one update = one group of 4, one EWMA step
     tr.update(1, [("a", [1, 0]), ("a", [1, 1])])
@@ -114,8 +114,10 @@ def test_tracker_summary_by_difficulty():
 
 def test_filter_groups_drops_all_correct_and_all_wrong():
     res = [("a", [1, 1]), ("b", [0, 0.2]), ("c", [1, 0]), ("d", [0.6, 0.4])]
-    kept, n = filter_groups(res)
+    kept, n = filter_groups(res, success_threshold=0.5)
     assert (kept, n) == ([("c", [1, 0]), ("d", [0.6, 0.4])], 2)
+    # the default is the one definition of correct: partial credit is not a success
+    assert filter_groups(res) == ([("c", [1, 0])], 3)
     with pytest.raises(ValueError, match="at least 2 samples.*'a' has 1"):
         filter_groups([("a", [1])])
 

@@ -102,7 +102,13 @@ def args_for(tokdir, inp, out, *extra: str) -> argparse.Namespace:
 def expected_pass_rate(row: dict, seed: int, k: int) -> float:
     a = re.search(r"Compute (\d+)", row["prompt"][0]["content"]).group(1)
     s = derive_seed(seed, row["id"], "sample")
-    return sum(random.Random(s + j).random() < skill(a) for j in range(k)) / k
+
+    def passes(rng: random.Random) -> bool:  # FakeBackend's draws: right answer, then finished (not cut)
+        right = rng.random() < skill(a)
+        rng.randint(0, 9)
+        return right and rng.random() < 0.9  # a sample cut at max_tokens scores 0, whatever it holds
+
+    return sum(passes(random.Random(s + j)) for j in range(k)) / k
 
 
 # -- field mapping -----------------------------------------------------------------------------

@@ -57,7 +57,7 @@ _NUMBER_RE = re.compile(
     re.ASCII,  # only ASCII digits are digits here: look-alikes are the verifier's to reject
 )
 _FRACTION_RE = re.compile(r"-?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|(?<![\w.])-?\d+\s*/\s*\d+(?!\w|\.\d)", re.ASCII)
-_BOILERPLATE_RE = re.compile(r"\s*I hope it is correct\.?")  # Minerva-format sign-off, not a sentence to read
+_BOILERPLATE_RE = re.compile(r"I hope it is correct\.?")  # Minerva sign-off; no leading \s*: quadratic on long blank runs
 _SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|\s(?:because|since|which|so that|I hope)\b")
 # In a last sentence "..., which is 1,000.99" restates the value, so only reasons cut it.
 _REASON_RE = re.compile(r"\s(?:because|since|so that|I hope)\b")
@@ -333,7 +333,12 @@ def _extract(text: str, think_ok: bool, tagged: bool) -> Extraction:
             phrase = matches[-1]
             break
     after_box = phrase is not None and boxes and phrase.start() + len(text) - len(tail) > boxes[-1][1]
-    if boxes and not (after_box and re.search(r"\d|\$", phrase.group("ans"))):
+    # Only an explicit final statement ("Final Answer: ...", "#### ...") after the last box overrides
+    # it; "We may check our answer: 17*44 = 748 ..." after \boxed{44} does not (MATH500 nt/1000).
+    overrides = after_box and (phrase.re is _PHRASE_RES[0] or "final" in phrase.group(0).lower())
+    if boxes and not (overrides and re.search(r"\d|\$", phrase.group("ans"))):
+        if len(boxes[-1][2]) > MAX_ANSWER_CHARS:  # padded or not, a 1 MB box is not an answer
+            return Extraction("answer_too_long")
         if any(_BOX_RE.search(c) for _, _, c in boxes[-1:]):
             return Extraction("nested_boxes")
         ex = Extraction("ok", final_box_group(text, boxes), "box", format_ok=think_ok)

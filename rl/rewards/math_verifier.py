@@ -220,6 +220,8 @@ class MathVerifier(Verifier):
         return VerifyResult(float(ok), Reason.CORRECT if ok else Reason.WRONG, m)
 
     def _compare(self, parts: list[str], loose: list[str], ref: str, textual: bool) -> bool | None | Reason:
+        if len(parts) == 1 and "".join(parts[0].split()) == "".join(ref.split()):
+            return True  # the reference itself, character for character: nothing to parse
         letter = forms.option_letter_ref(ref)
         if letter is not None:  # "(D) 7" and "(B), an even number" name an option
             picks = {forms.option_letter_pred(q) for p in parts for q in (top_level_parts(p) or [p])} - {None}
