@@ -118,7 +118,8 @@ def merge(long_dir: str, short_dir: str, alpha: float, out_dir: str) -> Path:
     long_m, short_m = load_policy(long_dir), load_policy(short_dir)
     merged = merge_weights(long_m.state_dict(), short_m.state_dict(), alpha)
     long_m.load_state_dict(merged)
-    dtype = next(long_m.parameters()).dtype
+    cfg = json.loads((Path(long_dir) / "config.json").read_text())
+    dtype = getattr(torch, cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16")  # as the long model is stored
     out = save_hf(long_m, load_tokenizer(long_dir), out_dir, dtype=dtype, source=long_dir)
     (out / "thinkrl_merge.json").write_text(json.dumps({"long": long_dir, "short": short_dir, "alpha": alpha}) + "\n")
     return out
