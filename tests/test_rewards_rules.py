@@ -58,6 +58,11 @@ STRING = [
     (T + "<answer> New  York </answer>", "new york", 1.0, "correct"),
     (T + "\\boxed{London}", "Paris", 0.0, "wrong"),
     (T + "\\boxed{Paris} \\boxed{London}", "Paris", 0.0, "multiple_answers"),
+    # A response that is nothing but the answer (open-instruct's string matcher tests).
+    ("Hello World", "hello world", 1.0, "correct"),
+    ("<think>This is complex</think>hello world", "hello world", 1.0, "correct"),
+    ("Hello World", "hello", 0.0, "wrong"),
+    (T + "I am not sure.\nMaybe it is Paris.", "Paris", 0.0, "no_answer"),  # two lines: not a bare answer
 ]
 
 
@@ -109,6 +114,17 @@ def test_extraction_units():
     assert extract_answer("\\boxed{" + "9" * 2000 + "}").status == "answer_too_long"
     assert find_boxes("\\boxed{\\{1,2\\}} and \\boxed{a{b}c}") == [(0, 15, "\\{1,2\\}"), (20, 33, "a{b}c")]
     assert find_boxes("\\boxed{unclosed {") == []
+
+
+def test_extraction_own_turn_header_and_text_in_math():
+    # The response's own "<|assistant|>" header opens the answer; a template token later is a leak.
+    assert extract_answer("<|assistant|> 9 ").parts == ["9"]
+    assert extract_answer("<|im_start|>assistant\nThe answer is 7<|im_end|>").parts == ["7"]
+    assert extract_answer("The answer is 5.<|im_start|>assistant\nThe answer is 7").parts == ["5"]
+    # Words inside \text{} do not make a $...$ pair money: the Minerva line keeps its list.
+    ex = extract_answer("Final Answer: The final answer is $3 \\text{ and } 5$. I hope it is correct.")
+    assert ex.parts == ["3 \\text{ and } 5"]
+    assert extract_answer("The total is $18, which covers 3 tickets at $4 each.").parts == ["18"]
 
 
 def test_reward_composition_weights_format():

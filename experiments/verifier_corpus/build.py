@@ -12,6 +12,9 @@ Sources, all collected as facts (an input and its expected label), never as code
   responses are written by us in the formats models use (with and without a box), the wrong ones
   carry another problem's answer (pairs that math-verify calls equal are dropped).
 - Our own adversarial cases (adversarial.py): issue 20's groups and the reward-hacking suite.
+- The other graders' tests and documented normalizer rules (graders.py): lm-evaluation-harness
+  (minerva_math, hendrycks_math), DeepSeek-Math, PRM800K, verl (math, gsm8k, DAPO, PRIME),
+  open-instruct, OpenRLHF and simple-evals' answer line. Appended last, so earlier ids keep their rows.
 
 A case: id, source, group, kind, response, reference, expected (bool), debatable (bool), note,
 and optionally question / require_think / options.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from experiments.verifier_corpus.adversarial import ADVERSARIAL  # noqa: E402
+from experiments.verifier_corpus.graders import grader_test_cases  # noqa: E402
 from rl.rewards.extract import find_boxes  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -187,6 +191,7 @@ def main() -> None:
     cases = math_verify_cases(args.math_verify) + grader_example_cases() + math_dataset_cases(100) + gsm8k_cases(40)
     for k, c in enumerate(ADVERSARIAL):
         cases.append({"id": f"adv-{k}", "source": "thinkrl adversarial (issue 20)", "kind": "math", "debatable": False, "note": "", **c})
+    cases += grader_test_cases()
     seen = set()
     for c in cases:
         assert c["id"] not in seen, c["id"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 MAX_ANSWER_CHARS = 1000  # a longer "final answer" is not an answer; it also bounds parsing work
 _TAIL = 4000  # no-box extraction looks only at the end of the answer part
+_BARE_MAX = 200  # a response longer than this with no answer phrase is not a bare answer
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_SPACE_RE = re.compile(r"\\boxed +([^\s${}]+)")  # "\boxed 5": TeX's one-token argument
@@ -43,6 +44,8 @@ _LOOSE_RE = re.compile(r"[\s,;.&$:()]*(?:(?:\\text\{[^{}]{0,30}\}|[A-Za-z()]{1,1
 _RETRACT_RE = re.compile(r"(?i)\b(?:wait|no|not|actually|instead|wrong|mistake|correct|but|hmm|sorry|oops|rather)\b")
 # Where a leaked chat template starts: nothing after it is the model's answer to this prompt.
 _TEMPLATE_RE = re.compile(r"<\|(?:im_start|im_end|endoftext|eot_id|end|start_header_id|user|assistant)\|>|</s>|<｜end▁of▁sentence｜>|<｜User｜>")
+# The response's own turn header at its very start ("<|assistant|> 9") opens the answer; it is not a leak.
+_OWN_HEADER_RE = re.compile(r"\A\s*(?:<\|assistant\|>|<\|im_start\|>assistant\b|<\|start_header_id\|>assistant<\|end_header_id\|>)")
 _CODE_RE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL)
 _BOLD_RE = re.compile(r"(?<![\w*])(\*\*|__)(?=\S)(.{1,200}?)(?<=\S)\1(?![\w*])")  # bounded: linear
 _PHRASE_RES = (
@@ -76,6 +79,7 @@ class Extraction:
     method: str = ""  # "box" | "phrase" | "answer_tag" | "last_line" | "last_number"
     format_ok: bool = False  # thinking closed properly and the answer is boxed or in <answer>
     loose_parts: list[str] = field(default_factory=list)  # boxes joined by a few words
+    bare: str = ""  # with no answer found: the whole answer part, if it is one short line
 
 
 def clean_text(text: str | bytes) -> str:
@@ -171,6 +175,9 @@ def _math_envs(phrase: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), next(g for g in m.groups() if g is not None)) for m in _MATH_ENV_RE.finditer(phrase)]
 
 
+_TEXT_IN_MATH_RE = re.compile(r"\\(?:text|mbox|mathrm|textbf)\s*\{[^{}]*\}")
+
+
 def _strip_currency(phrase: str) -> str:
     """`\\$18`, an unpaired `$18`, and `$18, which covers ... $4` are money, not math delimiters."""
     phrase = phrase.replace("\\$", "")
@@ -182,7 +189,9 @@ def _strip_currency(phrase: str) -> str:
             break
         close = phrase.find("$", j + 1)
         inner = phrase[j + 1 : close] if close > 0 else ""
-        money = j + 1 < len(phrase) and phrase[j + 1].isdigit() and (close < 0 or re.search(r"(?<!\\)\b[A-Za-z]{3,}\b", inner))
+        # Prose inside the pair makes it money; words in \\text{} are math ("$3 \\text{ and } 5$").
+        words = _TEXT_IN_MATH_RE.sub(" ", inner)
+        money = j + 1 < len(phrase) and phrase[j + 1].isdigit() and (close < 0 or re.search(r"(?<!\\)\b[A-Za-z]{3,}\b", words))
         if money:
             out.append(phrase[i:j])
             i = j + 1
@@ -305,6 +314,7 @@ def extract_answer(response: str, require_think: bool = False, question: str = "
         return Extraction("unterminated_think")
     if require_think and empty_think(response):
         return Extraction("empty_think")
+    text = _OWN_HEADER_RE.sub("", text, count=1)
     if m := _TEMPLATE_RE.search(text):
         text = text[: m.start()]
     text = _BOILERPLATE_RE.sub("", text)
@@ -315,6 +325,8 @@ def extract_answer(response: str, require_think: bool = False, question: str = "
         ex.status = "answer_in_code"
     elif ex.status == "no_answer" and echo_free != text and _extract_outside_code(text, think_ok, tagged)[0].status == "ok":
         ex.status = "prompt_echo"  # the only answer was inside the copied question
+    if ex.status == "no_answer" and (line := echo_free.strip()) and "\n" not in line and len(line) <= _BARE_MAX:
+        ex.bare = line  # "Hello World": a response that is nothing but a textual answer
     return ex
 
 

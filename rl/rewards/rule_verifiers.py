@@ -111,6 +111,8 @@ class StringVerifier(Verifier):
 
     def verify_one(self, item: VerifyItem) -> VerifyResult:
         ex = extract_answer(item.response, item.require_think, item.question)
+        if ex.status == "no_answer" and ex.bare:  # "Hello World": the response is the answer
+            ex = Extraction("ok", [ex.bare], "bare_text")
         m = _metrics(ex)
         if ex.status != "ok":
             return VerifyResult(0.0, Reason(ex.status), m)
