@@ -62,6 +62,17 @@ def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
     return [groups[bounds[i] : bounds[i + 1]] for i in range(m)]
 
 
+def plan_minibatches(groups: list[int], num_ranks: int, wanted: int) -> list[list[int]]:
+    """The iteration's mini-batches: `wanted` of them when every rank gets a group in each; fewer
+    when there are fewer groups than num_ranks x wanted; one when there are fewer groups than
+    ranks (the ranks without a group pad with zero-gradient backwards, `Learner._pad_backward`,
+    and the update still happens). None only when no group was kept. Before issue 16 fewer
+    groups than ranks gave no mini-batch, and the iteration silently did not update."""
+    if not groups:
+        return []
+    return split_minibatches(groups, max(1, min(wanted, len(groups) // num_ranks)))
+
+
 def shard_groups(minibatches: list[list[int]], group_episodes: dict[int, list[Episode]],
                  num_ranks: int) -> list[list[list[Episode]]]:
     """Each learner rank's share of every mini-batch: whole prompt groups, dealt round-robin

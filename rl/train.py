@@ -42,11 +42,11 @@ from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commi
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
-from rl.learner import Episode, Learner, shard_groups, split_minibatches
+from rl.learner import Episode, Learner, plan_minibatches, shard_groups
 from rl.metrics import RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
-from rl.rollout_stats import iteration_metrics, sample_records
+from rl.rollout_stats import iteration_metrics, sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
 from rl.vision import encode_request, load_vision
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
     last_eval = start_eval
     last_iter_s = 0.0
+    skipped_updates = state.skipped_updates if state else 0
     if state is not None and state.rng is not None:
         set_rng_state(state.rng)
     last_ckpt_t = time.perf_counter()
@@ -240,9 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         t = time.perf_counter()
         n_ranks = len(learners)
-        # Every rank needs at least one group in every mini-batch (they step in lockstep).
-        n_mb = min(cfg.learner.minibatches_per_iteration, len(groups) // n_ranks)
-        minibatches = split_minibatches(groups, n_mb) if n_mb else []
+        # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
+        minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
         per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
         stats = ray.get([
             lr.train_iteration.remote(per_rank[r], [len(g) for g in minibatches], cfg.objective.tau,
@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = iteration_metrics(
             it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
             stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
+            groups_kept=len(groups), minibatches=len(minibatches),
         )
+        skipped_updates += metrics["skipped_update"]
+        metrics["skipped_updates_total"] = skipped_updates
         metrics["wall_s"] = time.perf_counter() - t_start
         logger.log(metrics)
         logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
@@ -285,11 +288,13 @@ def main(argv: list[str] | None = None) -> dict:
               f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
               f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
               flush=True)
+        if (skipped := skip_message(it, metrics)) is not None:
+            print(skipped, flush=True)
         if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
                           time.perf_counter() - last_ckpt_t):
             save_checkpoint(run_dir, learners, TrainerState(
                 it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
-                rng_state()), cfg)
+                rng_state(), skipped_updates), cfg)
             last_ckpt_t = time.perf_counter()
         if out_of_time:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")

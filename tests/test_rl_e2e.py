@@ -138,6 +138,7 @@ def test_job_submit_runs_two_iterations_and_skips_too_long_prompts(first_run, ba
         # Every chosen prompt was either skipped as too long or sampled SAMPLES times.
         assert r["prompts_too_long"] + r["num_samples"] // SAMPLES == PROMPTS
         assert r["weight_sync_s"] > 0 and r["skipped_steps"] == 0
+        assert r["skipped_update"] == 0 and r["skip_reason"] is None and r["skipped_updates_total"] == 0
         assert r["loss"] is not None and r["reward_mean"] is not None
     assert sum(r["prompts_too_long"] for r in rows) > 0
     assert sum(r["num_samples"] for r in rows) > 0
