@@ -136,7 +136,14 @@ class RLConfig(_Strict):
     iterations: int = Field(40, gt=0, description="RL iterations (rollout -> update -> sync)")
     time_budget_s: float | None = Field(None, gt=0, description="Stop after this many seconds (then final eval)")
     prompts_per_iteration: int = Field(32, gt=0, description="Prompt groups per iteration")
-    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N iterations (0: only at the end)")
+    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N iterations (0: off); always at the end")
+    checkpoint_every_minutes: float = Field(
+        30.0, ge=0, description="Also checkpoint when this many minutes have passed since the last one (0: off), "
+        "so a crash loses at most that much of a long run (issue 16)"
+    )
+    keep_checkpoints: int = Field(
+        2, ge=0, description="Keep the newest N complete checkpoints (0: all); the one --resume uses is never deleted"
+    )
     samples_to_log: int = Field(4, ge=0, description="Rollouts per iteration written to samples.jsonl")
     tensorboard: bool = Field(True, description="Also write scalars to <run>/tensorboard")
     data: DataConfig

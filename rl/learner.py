@@ -25,13 +25,16 @@ numbers (episodes in, stats out).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from rl.checkpoint import rng_state, set_rng_state, write_json_atomic
 from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
 from rl.mirror_descent import GroupIndex, MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
 from rl.modeling import checkpoint_state_dict, load_policy, load_tokenizer, packed_token_logprobs, save_hf
@@ -57,6 +60,17 @@ def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
     """Contiguous, near-equal split of group ids into m mini-batches."""
     bounds = [round(i * len(groups) / m) for i in range(m + 1)]
     return [groups[bounds[i] : bounds[i + 1]] for i in range(m)]
+
+
+def plan_minibatches(groups: list[int], num_ranks: int, wanted: int) -> list[list[int]]:
+    """The iteration's mini-batches: `wanted` of them when every rank gets a group in each; fewer
+    when there are fewer groups than num_ranks x wanted; one when there are fewer groups than
+    ranks (the ranks without a group pad with zero-gradient backwards, `Learner._pad_backward`,
+    and the update still happens). None only when no group was kept. Before issue 16 fewer
+    groups than ranks gave no mini-batch, and the iteration silently did not update."""
+    if not groups:
+        return []
+    return split_minibatches(groups, max(1, min(wanted, len(groups) // num_ranks)))
 
 
 def shard_groups(minibatches: list[list[int]], group_episodes: dict[int, list[Episode]],
@@ -445,11 +459,16 @@ class Learner:
             sums.update((name, float(t.float().sum())) for name, t in items)
         return [sums[name] for name, _ in self.engine.module.named_parameters()]
 
+    def _rng_file(self, out_dir: str) -> Path:
+        return Path(out_dir) / "rng" / f"rank_{self.dist.rank}.json"
+
     def save(self, out_dir: str, save_deepspeed: bool = True) -> str:
-        """HF checkpoint (rank 0) + DeepSpeed state (all ranks) under out_dir. Every rank calls it
-        (DeepSpeed's save is collective; under ZeRO-3 so is gathering the full weights)."""
+        """HF checkpoint (rank 0) + DeepSpeed state and RNG states (all ranks) under out_dir. Every
+        rank calls it (DeepSpeed's save is collective; under ZeRO-3 so is gathering the full weights)."""
         if save_deepspeed:
             self.engine.save_checkpoint(f"{out_dir}/deepspeed", tag="state")
+        self._rng_file(out_dir).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self._rng_file(out_dir), rng_state())
         state = None
         if self.zero3:
             state = {}
@@ -463,5 +482,8 @@ class Learner:
         return out_dir
 
     def load(self, out_dir: str) -> None:
+        """DeepSpeed state and this rank's RNG states (checkpoints from before issue 16 have none)."""
         self.engine.load_checkpoint(f"{out_dir}/deepspeed", tag="state")
+        if self._rng_file(out_dir).is_file():
+            set_rng_state(json.loads(self._rng_file(out_dir).read_text()))
 

@@ -2,6 +2,8 @@
 
 Lines are flushed as written so the dashboard can follow a live run; dict-valued metrics (e.g.
 `pass_rate_by_difficulty`) go to TensorBoard as one scalar per key (`pass_rate_by_difficulty/3`).
+`rows` counts the lines of each log, which a checkpoint records so that a resume can cut the logs
+back to it (`rl.checkpoint.prepare_run_dir`).
 """
 
 from __future__ import annotations
@@ -22,22 +24,40 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+METRICS_LOG = "metrics.jsonl"
+SAMPLES_LOG = "samples.jsonl"
+RUN_LOGS = (METRICS_LOG, SAMPLES_LOG)  # every per-iteration log a run appends to
+
+
+def _count_lines(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.endswith(b"\n"))
+
+
 class RunLogger:
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, append: bool = False):
+    """`append`: continue logs that a resume has cut back to its checkpoint; `purge_step`
+    (the resumed iteration) hides TensorBoard events of redone iterations from the old run."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, append: bool = False,
+                 purge_step: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         mode = "a" if append else "w"
-        self._metrics = (self.run_dir / "metrics.jsonl").open(mode, encoding="utf-8")
-        self._samples = (self.run_dir / "samples.jsonl").open(mode, encoding="utf-8")
+        self.rows = {name: _count_lines(self.run_dir / name) if append else 0 for name in RUN_LOGS}
+        self._metrics = (self.run_dir / METRICS_LOG).open(mode, encoding="utf-8")
+        self._samples = (self.run_dir / SAMPLES_LOG).open(mode, encoding="utf-8")
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
 
     def log(self, metrics: dict[str, Any]) -> None:
         self._metrics.write(json.dumps(_jsonable(metrics)) + "\n")
         self._metrics.flush()
+        self.rows[METRICS_LOG] += 1
         if self._tb is not None:
             step = int(metrics.get("iteration", 0))
             for k, v in metrics.items():
@@ -53,6 +73,7 @@ class RunLogger:
         for r in rows:
             self._samples.write(json.dumps(_jsonable(r), ensure_ascii=False) + "\n")
         self._samples.flush()
+        self.rows[SAMPLES_LOG] += len(rows)
 
     def close(self) -> None:
         self._metrics.close()

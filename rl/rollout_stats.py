@@ -33,11 +33,38 @@ def length_metrics(lengths: list[int], correct: list[bool], groups: list[int]) -
     return out
 
 
+# Why an iteration made no optimizer step (metrics `skip_reason`; issue 16: these were silent).
+SKIP_REASONS = {
+    "no_groups": "no prompt group was kept (all filtered or too long)",
+    "non_finite": "every optimizer step was skipped for a non-finite loss or reward",
+}
+
+
+def skip_reason(groups_kept: int, learner_stats: list[dict]) -> str | None:
+    """A key of SKIP_REASONS when the iteration did not update the policy, else None."""
+    if groups_kept == 0:
+        return "no_groups"
+    if learner_stats and learner_stats[0]["steps"] == 0 and learner_stats[0]["skipped_steps"] > 0:
+        return "non_finite"
+    return None
+
+
+def skip_message(iteration: int, metrics: dict[str, Any]) -> str | None:
+    """The log line for an iteration that skipped its update or some of its steps, else None."""
+    if metrics["skip_reason"] is not None:
+        return f"[iter {iteration}] no update: {SKIP_REASONS[metrics['skip_reason']]}"
+    if metrics["skipped_steps"]:
+        return (f"[iter {iteration}] {metrics['skipped_steps']} of "
+                f"{metrics['skipped_steps'] + metrics['optimizer_steps']} optimizer steps skipped: "
+                "non-finite loss or reward")
+    return None
+
+
 def iteration_metrics(
     iteration: int, gens: list[Generation], results: list[ScoreResult], rows: list[PromptRow],
     rewards: torch.Tensor, len_reward: torch.Tensor, len_weight: float, learner_stats: list[dict],
     times: dict[str, float], sampler_metrics: dict[str, Any], n_filtered: int, n_too_long: int,
-    eval_result: dict | None,
+    eval_result: dict | None, groups_kept: int, minibatches: int,
 ) -> dict[str, Any]:
     lengths = [len(g.token_ids) for g in gens]
     correct = [is_correct(r.score) for r in results]
@@ -47,6 +74,7 @@ def iteration_metrics(
     tot = {k: sum(s.get(k, 0) for s in learner_stats) for k in learner_stats[0]} if learner_stats else {}
     steps = max(1, learner_stats[0]["steps"]) if learner_stats else 1
     gen_tokens = sum(lengths)
+    skipped = skip_reason(groups_kept, learner_stats)
     m: dict[str, Any] = {
         "iteration": iteration,
         "reward_mean": float(rewards.mean()) if len(rewards) else float("nan"),
@@ -68,6 +96,10 @@ def iteration_metrics(
         "grad_norm": learner_stats[0]["grad_norm"] / steps if learner_stats else float("nan"),
         "optimizer_steps": learner_stats[0]["steps"] if learner_stats else 0,
         "skipped_steps": learner_stats[0]["skipped_steps"] if learner_stats else 0,
+        "skipped_update": int(skipped is not None),  # no optimizer step this iteration; why:
+        "skip_reason": skipped,
+        "groups_kept": groups_kept,
+        "minibatches": minibatches,
         "engine_learner_logp_abs_diff": tot.get("engine_ref_abs_diff", 0.0) / max(1, tot.get("engine_ref_seqs", 0)),
         "rollout_tokens_per_s": gen_tokens / max(1e-9, times.get("time_rollout_s", 0.0)),
         "learner_tokens_per_s": tot.get("tokens", 0) / max(1e-9, times.get("time_learn_s", 0.0)),

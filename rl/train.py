@@ -37,15 +37,16 @@ import torch
 
 from prompts.images import row_images
 from prompts.schema import load_prompt_rows
-from rl.checkpoint import latest_checkpoint, load_trainer_state, save_trainer_state
+from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, prepare_run_dir,
+                           rng_state, save_trainer_state, set_rng_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
-from rl.learner import Episode, Learner, shard_groups, split_minibatches
+from rl.learner import Episode, Learner, plan_minibatches, shard_groups
 from rl.metrics import RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
-from rl.rollout_stats import iteration_metrics, sample_records
+from rl.rollout_stats import iteration_metrics, sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
 from rl.vision import encode_request, load_vision
@@ -88,6 +89,19 @@ def start_learners(cfg: RLConfig, policy: str) -> list:
     return ranks
 
 
+def save_checkpoint(run_dir: Path, learners: list, state: TrainerState, cfg: RLConfig) -> None:
+    """Every rank writes into a staging directory, the trainer state goes in last, and only then
+    is it renamed and marked as the latest (rl/checkpoint.py): a crash mid-save leaves the previous
+    checkpoint as the one --resume uses."""
+    t = time.perf_counter()
+    staging = begin_checkpoint(run_dir, state.iteration)
+    ray.get([lr.save.remote(str(staging)) for lr in learners], timeout=cfg.learner.timeout_s)
+    save_trainer_state(staging, state)
+    ck, removed = commit_checkpoint(staging, cfg.keep_checkpoints)
+    gone = f", removed {', '.join(p.name for p in removed)}" if removed else ""
+    print(f"[iter {state.iteration}] checkpoint {ck} in {time.perf_counter() - t:.1f}s{gone}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -122,16 +136,17 @@ def main(argv: list[str] | None = None) -> dict:
         row = row_by_id[pid]
         return GenRequest(prompt_ids[pid], row_images(row)) if row.has_images() else prompt_ids[pid]
 
-    start_iter, policy, state = 0, cfg.policy, {}
-    ckpt = latest_checkpoint(run_dir) if args.resume else None
-    if ckpt is not None:
-        state = load_trainer_state(ckpt)
-        sampler.load_state_dict(state["sampler"])
-        start_iter, policy = state["iteration"] + 1, str(ckpt / "policy")
-        print(f"resuming from {ckpt} at iteration {start_iter}")
+    # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
+    resume = prepare_run_dir(run_dir, args.resume)
+    ckpt, state, start_iter, policy = resume.checkpoint, resume.state, resume.start_iteration, cfg.policy
+    if args.resume:
+        print(resume.describe(), flush=True)
+    if state is not None:
+        sampler.load_state_dict(state.sampler)
+        policy = str(ckpt / "policy")
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, cfg.tensorboard, append=ckpt is not None)
+    logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
 
     # -- actors: engines, learner ranks, verifier pool -------------------------------------
     connect_ray(cfg)
@@ -156,10 +171,14 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
         return res.to_dict()
 
-    t_start = time.perf_counter() - state.get("wall_s", 0.0)
-    start_eval = state.get("start_eval") or (run_eval(start_iter) if eval_rows else None)
+    t_start = time.perf_counter() - (state.wall_s if state else 0.0)
+    start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
     last_eval = start_eval
     last_iter_s = 0.0
+    skipped_updates = state.skipped_updates if state else 0
+    if state is not None and state.rng is not None:
+        set_rng_state(state.rng)
+    last_ckpt_t = time.perf_counter()
 
     # -- the loop ------------------------------------------------------------------------------
     it = start_iter
@@ -222,9 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         t = time.perf_counter()
         n_ranks = len(learners)
-        # Every rank needs at least one group in every mini-batch (they step in lockstep).
-        n_mb = min(cfg.learner.minibatches_per_iteration, len(groups) // n_ranks)
-        minibatches = split_minibatches(groups, n_mb) if n_mb else []
+        # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
+        minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
         per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
         stats = ray.get([
             lr.train_iteration.remote(per_rank[r], [len(g) for g in minibatches], cfg.objective.tau,
@@ -258,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = iteration_metrics(
             it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
             stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
+            groups_kept=len(groups), minibatches=len(minibatches),
         )
+        skipped_updates += metrics["skipped_update"]
+        metrics["skipped_updates_total"] = skipped_updates
         metrics["wall_s"] = time.perf_counter() - t_start
         logger.log(metrics)
         logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
@@ -267,11 +288,14 @@ def main(argv: list[str] | None = None) -> dict:
               f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
               f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
               flush=True)
-        if is_last or (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0):
-            ck = run_dir / "checkpoints" / f"iter_{it:05d}"
-            ray.get([lr.save.remote(str(ck)) for lr in learners], timeout=cfg.learner.timeout_s)
-            save_trainer_state(ck, {"iteration": it, "sampler": sampler.state_dict(), "seed": cfg.seed,
-                                    "wall_s": time.perf_counter() - t_start, "start_eval": start_eval})
+        if (skipped := skip_message(it, metrics)) is not None:
+            print(skipped, flush=True)
+        if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
+                          time.perf_counter() - last_ckpt_t):
+            save_checkpoint(run_dir, learners, TrainerState(
+                it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
+                rng_state(), skipped_updates), cfg)
+            last_ckpt_t = time.perf_counter()
         if out_of_time:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
             break

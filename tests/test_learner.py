@@ -312,13 +312,15 @@ def test_an_empty_iteration_is_a_no_op(tiny):
     assert max_weight_change(before, learner) == 0.0
 
 
-def test_save_and_load_restore_fp32_weights(tiny, tmp_path):
+def test_save_and_load_restore_fp32_weights_and_rng(tiny, tmp_path):
     a = make_learner(tiny)
     train(a, [make_episodes(2, 3, seed=11)])
     a.save(str(tmp_path / "ck"))
     assert (tmp_path / "ck" / "policy" / "config.json").exists()
+    next_draw = torch.rand(4)  # what the rank draws next after its checkpoint
     b = make_learner(tmp_path / "ck" / "policy")  # bf16 HF copy, then the exact DeepSpeed state
     assert max_weight_change(weights(a), b) > 0
-    b.load(str(tmp_path / "ck"))
+    b.load(str(tmp_path / "ck"))  # (setup reseeded torch; load restores the saved RNG states)
     assert max_weight_change(weights(a), b) == 0.0
+    assert torch.equal(torch.rand(4), next_draw)
     assert a.state_fingerprint() == b.state_fingerprint()

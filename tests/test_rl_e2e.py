@@ -6,8 +6,10 @@ tests/ray_local.py) serves two jobs, submitted the way experiments/demo.sh submi
 1. a 2-iteration run with `checkpoint_every: 1` and `data.max_prompt_tokens` below the length
    of ~40% of the arithmetic prompts: the job SUCCEEDS, metrics.jsonl has 2 rows, the too-long
    prompts are skipped and counted (`prompts_too_long`), never sent to the engine;
-2. `--resume --set iterations=3` on the same run: continues at iteration 2 from the last
-   checkpoint, metrics.jsonl has 3 rows.
+2. submitting the same run again without `--resume` FAILS with an error naming the run directory
+   and --resume (issue 16: it used to truncate metrics.jsonl silently);
+3. `--resume --set iterations=3` on the same run: continues at iteration 2 from the checkpoint the
+   `latest` marker names, metrics.jsonl has 3 rows, the oldest checkpoint is pruned (keep 2).
 
 Paths in the config are relative and resolved against `--base-dir`, as in the demo. The policy is
 the random tiny model (rewards are all 0; the loop, not learning, is under test here).
@@ -136,14 +138,31 @@ def test_job_submit_runs_two_iterations_and_skips_too_long_prompts(first_run, ba
         # Every chosen prompt was either skipped as too long or sampled SAMPLES times.
         assert r["prompts_too_long"] + r["num_samples"] // SAMPLES == PROMPTS
         assert r["weight_sync_s"] > 0 and r["skipped_steps"] == 0
+        assert r["skipped_update"] == 0 and r["skip_reason"] is None and r["skipped_updates_total"] == 0
         assert r["loss"] is not None and r["reward_mean"] is not None
     assert sum(r["prompts_too_long"] for r in rows) > 0
     assert sum(r["num_samples"] for r in rows) > 0
     run = base_dir / "runs" / "e2e"
-    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["iter_00000", "iter_00001"]
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["iter_00000", "iter_00001", "latest"]
+    assert (run / "checkpoints" / "latest").read_text() == "iter_00001\n"
+    state = json.loads((run / "checkpoints" / "iter_00001" / "trainer_state.json").read_text())
+    samples = len((run / "samples.jsonl").read_text().splitlines())
+    assert state["log_rows"] == {"metrics.jsonl": 2, "samples.jsonl": samples}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 2 and summary["final_eval"]["n"] == 4
     assert "[iter 1]" in first_run
+
+
+def test_rerunning_without_resume_is_refused(ray_head, first_run, base_dir):
+    dash = ray_head
+    cmd = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--submission-id", "thinkrl-e2e-again",
+           "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
+           "--", "python", "rl/train.py", "--config", str(base_dir / "rl.yaml"), "--base-dir", str(base_dir)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=ray_env())
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log[-6000:]
+    assert "RunExistsError" in log and str(base_dir / "runs" / "e2e") in log and "--resume" in log, log[-6000:]
+    assert [r["iteration"] for r in metrics(base_dir)] == [0, 1]  # untouched
 
 
 def test_resume_continues_at_iteration_2(ray_head, first_run, base_dir):
@@ -153,6 +172,8 @@ def test_resume_continues_at_iteration_2(ray_head, first_run, base_dir):
     rows = metrics(base_dir)
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert rows[2]["wall_s"] > rows[1]["wall_s"]  # wall time carried over from the checkpoint
-    assert (base_dir / "runs" / "e2e" / "checkpoints" / "iter_00002" / "trainer_state.json").exists()
+    ckpts = base_dir / "runs" / "e2e" / "checkpoints"
+    assert (ckpts / "iter_00002" / "trainer_state.json").exists()
+    assert sorted(p.name for p in ckpts.iterdir()) == ["iter_00001", "iter_00002", "latest"]  # keep 2
     summary = json.loads((base_dir / "runs" / "e2e" / "summary.json").read_text())
     assert summary["iterations"] == 3
