@@ -41,12 +41,20 @@ cleanup() { if [ "$STARTED_RAY" = 1 ]; then ray stop --force >/dev/null 2>&1 || 
 trap cleanup EXIT
 
 echo "== 3/3 RL: ray job submit rl/train.py ($RL_CONFIG)"
-# The job runs in an uploaded copy of this directory, so outputs and inputs are resolved
-# against --base-dir (this checkout) rather than the copy.
-ray job submit --address http://127.0.0.1:8265 --working-dir . \
-  --runtime-env-json '{"excludes": [".venv", "runs", "data", "checkpoints", ".git", "*.egg-info"]}' \
-  -- python rl/train.py --config "$RL_CONFIG" --base-dir "$ROOT" \
-     --set run_name="$RL_RUN" --set policy="runs/$SFT_RUN/checkpoint" "$@"
+# A finished RL run is reported, not redone; an interrupted one continues from its latest
+# checkpoint (rl/train.py refuses to start over in a used run directory).
+if [ -f "runs/$RL_RUN/summary.json" ]; then
+  echo "runs/$RL_RUN is complete; skipping RL (delete it, or make clean-runs, to rerun)"
+else
+  RESUME=()
+  if [ -d "runs/$RL_RUN" ]; then echo "runs/$RL_RUN was interrupted: resuming it"; RESUME=(--resume); fi
+  # The job runs in an uploaded copy of this directory, so outputs and inputs are resolved
+  # against --base-dir (this checkout) rather than the copy.
+  ray job submit --address http://127.0.0.1:8265 --working-dir . \
+    --runtime-env-json '{"excludes": [".venv", "runs", "data", "checkpoints", ".git", "*.egg-info"]}' \
+    -- python rl/train.py --config "$RL_CONFIG" --base-dir "$ROOT" \
+       --set run_name="$RL_RUN" --set policy="runs/$SFT_RUN/checkpoint" "${RESUME[@]}" "$@"
+fi
 
 python - "$SFT_RUN" "$RL_RUN" <<'PY'
 import json, sys

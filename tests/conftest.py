@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SFT_STEPS = 60  # see tests/test_sft.py::test_sft_checkpoint_generates_the_trained_format
+SFT_STEPS = 80  # see tests/test_sft.py::test_sft_checkpoint_generates_the_trained_format
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,9 +48,9 @@ def sft_checkpoint(tmp_path_factory, arith_data) -> Path:
     cfg.write_text(
         f"run_name: sft\noutput_dir: {run_root}\n"
         "build_tiny:\n  seed: 0\n"
-        f"data:\n  train_file: {arith_data / 'sft.jsonl'}\n  max_seq_len: 768\n"
+        f"data:\n  train_file: {arith_data / 'sft.jsonl'}\n  max_seq_len: 512\n"
         f"train:\n  max_steps: {SFT_STEPS}\n  tokens_per_step: 8192\n  tokens_per_microbatch: 8192\n"
-        "  row_tokens: 768\n  warmup_steps: 10\n"
+        "  row_tokens: 512\n  warmup_steps: 10\n"
         "optim:\n  zero_stage: 1\n  lr: 2.0e-3\n  grad_clip: 1.0\n"
     )
     result = main(["--config", str(cfg), "--no-eval"])
