@@ -143,21 +143,21 @@ class Backend:
             out.extend(part)
         return out
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 15.0) -> None:
+        """Stop the engines now (each EngineCore included), in about `timeout_s` at most."""
         if self.actors:
             import ray
 
+            # Each actor shuts its engine down first: killing the actor alone can orphan its
+            # EngineCore. An actor still busy (or dead) is killed when the wait runs out.
+            ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=timeout_s)
             for a in self.actors:
                 ray.kill(a)
             self.actors = []
             if self._own_ray:
                 ray.shutdown()
         if self.local is not None:
-            # Stop the engine-core process now rather than at interpreter exit (where vLLM's
-            # shutdown logs into already-closed streams and force-kills it).
-            core = getattr(getattr(self.local.llm, "llm_engine", None), "engine_core", None)
-            if core is not None:
-                core.shutdown()
+            self.local.close()
         self.local = None
 
 
