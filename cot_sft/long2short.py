@@ -56,18 +56,17 @@ def shortest_correct(gens: Sequence[Generation], correct: Sequence[bool]) -> dic
 def shortest_rs(model: str, rows: list[PromptRow], n: int, max_tokens: int, engine_cfg: EngineConfig,
                 seed: int = 0) -> tuple[list[dict], dict]:
     """SFT rows (prompt row + `response`) of the shortest correct sample per prompt, and stats."""
-    engine = VLLMEngine(engine_cfg.model_copy(update={"model": model}))
-    tokenizer = engine.tokenizer
-    prompts, kept = [], []
-    for r in rows:
-        req, n_tokens = encode_request(tokenizer, r, None)
-        if n_tokens + max_tokens <= engine_cfg.max_model_len:
-            prompts.append(req)
-            kept.append(r)
-    if len(kept) < len(rows):
-        raise DataError(f"{len(rows) - len(kept)} prompts do not fit max_model_len "
-                        f"{engine_cfg.max_model_len} with max_tokens {max_tokens}")
-    gens = engine.generate(prompts, SamplingConfig(n=n, temperature=1.0, max_tokens=max_tokens, seed=seed))
+    with VLLMEngine(engine_cfg.model_copy(update={"model": model})) as engine:
+        prompts, kept = [], []
+        for r in rows:
+            req, n_tokens = encode_request(engine.tokenizer, r, None)
+            if n_tokens + max_tokens <= engine_cfg.max_model_len:
+                prompts.append(req)
+                kept.append(r)
+        if len(kept) < len(rows):
+            raise DataError(f"{len(rows) - len(kept)} prompts do not fit max_model_len "
+                            f"{engine_cfg.max_model_len} with max_tokens {max_tokens}")
+        gens = engine.generate(prompts, SamplingConfig(n=n, temperature=1.0, max_tokens=max_tokens, seed=seed))
     with Scorer() as scorer:
         results = scorer.score_detailed([kept[g.prompt_index] for g in gens], [g.text for g in gens],
                                         [g.finish_reason for g in gens])

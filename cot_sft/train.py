@@ -109,8 +109,7 @@ def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
 
     ev = cfg.eval
     rows = load_prompt_rows(ev.file)[: ev.num_prompts]
-    engine = VLLMEngine(ev.engine.model_copy(update={"model": str(ckpt)}))
-    with Scorer() as scorer:
+    with VLLMEngine(ev.engine.model_copy(update={"model": str(ckpt)})) as engine, Scorer() as scorer:
         res = evaluate(
             engine.generate, engine.tokenizer, rows, scorer, samples=ev.samples, temperature=ev.temperature,
             max_tokens=ev.max_tokens, seed=ev.seed, max_model_len=ev.engine.max_model_len, vision=load_vision(ckpt),

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{dtype:>8}: mean |dlogp| {gap['mean_abs']:.2e}  max {gap['max_abs']:.2e}  over {gap['tokens']} "
               f"sampled tokens ({gap['sequences']} seqs); after a sync {after['mean_abs']:.2e}; "
               f"weight_sync_s {min(sync_s):.3f} (best of 3, {row['params'] / 1e6:.1f}M params)", flush=True)
-        del engine
+        engine.close()
     print(json.dumps(results))
     return results
 

@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = json.loads(table_path.read_text()) if table_path.exists() else []
     if args.model:
         prompts = load_prompt_rows(args.eval)[: args.num_prompts]
-        engine = VLLMEngine(EngineConfig(model=args.model, max_model_len=args.max_model_len, kv_cache_gib=1.0))
-        with Scorer() as scorer:
+        with (VLLMEngine(EngineConfig(model=args.model, max_model_len=args.max_model_len, kv_cache_gib=1.0)) as engine,
+              Scorer() as scorer):
             res = evaluate(engine.generate, engine.tokenizer, prompts, scorer, samples=args.samples,
                            temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
                            max_model_len=args.max_model_len, vision=load_vision(args.model))
