@@ -64,6 +64,7 @@ def engine_actor(tiny_model):
         actor = make_rollout_actor(num_cpus=1).remote(EngineConfig(model=str(tiny_model), kv_cache_gib=0.25, max_model_len=2048))
         assert ray.get(actor.ready.remote(), timeout=300)
         yield actor
+        ray.get(actor.close.remote(), timeout=60)  # its EngineCore exits before the cluster does
     finally:
         ray.shutdown()
 

@@ -50,11 +50,15 @@ def prompts(rows, tokenizer):
 def engines(sft_checkpoint):
     from rollout.engine import VLLMEngine
 
-    return {
-        dtype: VLLMEngine(EngineConfig(model=str(sft_checkpoint), dtype=dtype, kv_cache_gib=0.25,
-                                       max_model_len=1024, seed=0, cpu_threads=1))
-        for dtype in ("float32", "bfloat16")
-    }
+    engines = {}
+    try:
+        for dtype in ("float32", "bfloat16"):
+            engines[dtype] = VLLMEngine(EngineConfig(model=str(sft_checkpoint), dtype=dtype, kv_cache_gib=0.25,
+                                                     max_model_len=1024, seed=0, cpu_threads=1))
+        yield engines
+    finally:
+        for e in engines.values():
+            e.close()
 
 
 @pytest.fixture(scope="module")

@@ -297,11 +297,11 @@ def test_sft_checkpoint_generates_the_trained_format(sft_checkpoint, arith_data)
     from rollout.engine import EngineConfig, SamplingConfig, VLLMEngine
 
     rows = load_prompt_rows(arith_data / "train.jsonl")[:20]
-    engine = VLLMEngine(EngineConfig(model=str(sft_checkpoint), kv_cache_gib=0.25, max_model_len=1024))
-    gens = engine.generate(
-        [encode_prompt(engine.tokenizer, r.chat()) for r in rows],
-        SamplingConfig(n=1, temperature=0.0, max_tokens=768),
-    )
+    with VLLMEngine(EngineConfig(model=str(sft_checkpoint), kv_cache_gib=0.25, max_model_len=1024)) as engine:
+        gens = engine.generate(
+            [encode_prompt(engine.tokenizer, r.chat()) for r in rows],
+            SamplingConfig(n=1, temperature=0.0, max_tokens=768),
+        )
     bad = [(r.id, g.finish_reason, g.text[-120:]) for r, g in zip(rows, gens)
            if not (FORMAT.fullmatch(g.text) and g.finish_reason == "stop")]
     # A checkpoint saved wrong (weights, tied embeddings, dtype, chat template) formats none of

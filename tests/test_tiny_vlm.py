@@ -31,6 +31,7 @@ from experiments.tiny_vlm import (
     vllm_cpu_kwargs,
     vllm_mm_data,
 )
+from rollout.engine import shutdown_llm
 
 INIT_STD = 0.1
 FP32_TOL = 1e-3  # mean |d log p| per prompt token, vLLM (CPU_MLA, fp32) vs transformers fp32
@@ -192,14 +193,23 @@ def test_vllm_cpu_rope_kernel_mishandles_3d_query():
     assert (q3 - ref_q).abs().max() > 0.1, "vLLM's CPU rope kernel now handles 3-D queries: drop the workaround"
 
 
-def make_llm(ckpt, dtype: str):
-    """An engine as rollout/engine.py builds one on CPU, plus vllm_cpu_kwargs() (native rope; fp32
-    on the reference CPU_MLA backend)."""
+@pytest.fixture
+def make_llm():
+    """make_llm(ckpt, dtype): an engine as rollout/engine.py builds one on CPU, plus vllm_cpu_kwargs()
+    (native rope; fp32 on the reference CPU_MLA backend). Shut down when the test ends."""
     from vllm import LLM
 
-    return LLM(model=str(ckpt), dtype=dtype, max_model_len=1024, enforce_eager=True, seed=0,
-               enable_prefix_caching=False, max_num_seqs=8, kv_cache_memory_bytes=64 << 20,
-               enable_chunked_prefill=False, max_num_batched_tokens=8192, **vllm_cpu_kwargs(dtype))
+    made = []
+
+    def make(ckpt, dtype: str):
+        made.append(LLM(model=str(ckpt), dtype=dtype, max_model_len=1024, enforce_eager=True, seed=0,
+                        enable_prefix_caching=False, max_num_seqs=8, kv_cache_memory_bytes=64 << 20,
+                        enable_chunked_prefill=False, max_num_batched_tokens=8192, **vllm_cpu_kwargs(dtype)))
+        return made[-1]
+
+    yield make
+    for llm in made:
+        shutdown_llm(llm)
 
 
 def vllm_prompt_logprobs(out) -> np.ndarray:
@@ -208,7 +218,7 @@ def vllm_prompt_logprobs(out) -> np.ndarray:
 
 
 @pytest.mark.integration
-def test_vllm_vlm_generates_with_an_image_and_matches_transformers(vlm_ckpt, images):
+def test_vllm_vlm_generates_with_an_image_and_matches_transformers(vlm_ckpt, images, make_llm):
     import torch
     from transformers import AutoModelForImageTextToText
     from vllm import SamplingParams, TokensPrompt
@@ -243,7 +253,7 @@ def test_vllm_vlm_generates_with_an_image_and_matches_transformers(vlm_ckpt, ima
 
 
 @pytest.mark.integration
-def test_vllm_text_moe_matches_transformers(moe_ckpt):
+def test_vllm_text_moe_matches_transformers(moe_ckpt, make_llm):
     import torch
     from transformers import AutoModelForCausalLM
     from vllm import SamplingParams, TokensPrompt
@@ -265,7 +275,7 @@ def test_vllm_text_moe_matches_transformers(moe_ckpt):
 
 
 @pytest.mark.integration
-def test_vllm_vlm_bf16_generates_with_an_image(vlm_ckpt, images):
+def test_vllm_vlm_bf16_generates_with_an_image(vlm_ckpt, images, make_llm):
     """The rollout default: bf16 on vLLM's choice of MLA backend (AMX_MLA on AMX CPUs)."""
     import torch
     from transformers import AutoModelForImageTextToText

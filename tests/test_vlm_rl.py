@@ -98,9 +98,15 @@ def test_packed_forward_with_images_equals_one_sample_at_a_time(ckpt, vision, to
 def engines(ckpt):
     from rollout.engine import VLLMEngine
 
-    return {dtype: VLLMEngine(EngineConfig(model=str(ckpt), dtype=dtype, kv_cache_gib=0.1, max_model_len=512,
-                                           seed=0, cpu_threads=1, max_num_seqs=16))
-            for dtype in ("float32", "bfloat16")}
+    engines = {}
+    try:
+        for dtype in ("float32", "bfloat16"):
+            engines[dtype] = VLLMEngine(EngineConfig(model=str(ckpt), dtype=dtype, kv_cache_gib=0.1, max_model_len=512,
+                                                     seed=0, cpu_threads=1, max_num_seqs=16))
+        yield engines
+    finally:
+        for e in engines.values():
+            e.close()
 
 
 def make_learner(ckpt, dtype: str, freeze_vision: bool = False) -> Learner:
