@@ -19,14 +19,21 @@ implemented yet; the reference log-probs are recomputed by the learner (exact) u
 Top to bottom: config -> Ray -> prompts, sampler, verifier -> vLLM engine actors and learner
 ranks -> loop: sample prompts -> rollout -> verify -> length reward -> update -> weight sync ->
 eval / checkpoint / metrics.
+
+However the run ends (done, an exception, Ctrl-C, SIGTERM from `ray job stop` or `kill`),
+`stop_run` stops the engines (each EngineCore included), the learner ranks and the verifier pool
+in a bounded time. `ray job stop` SIGKILLs the driver 3 s after its SIGTERM unless
+RAY_JOB_STOP_WAIT_TIME_S allows more; about 15 s leaves room for all of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs it)
@@ -89,6 +96,32 @@ def start_learners(cfg: RLConfig, policy: str) -> list:
     return ranks
 
 
+@dataclass
+class RunActors:
+    """What a run starts outside the driver's own code, registered as it starts, for `stop_run`."""
+
+    engines: list = field(default_factory=list)
+    learners: list = field(default_factory=list)
+    scorer: Scorer | None = None
+
+
+ENGINE_CLOSE_TIMEOUT_S = 10.0  # each engine waits 5 s for its EngineCore, then kills it
+
+
+def stop_run(run: RunActors, timeout_s: float = ENGINE_CLOSE_TIMEOUT_S) -> None:
+    """Stop everything the run started, within about `timeout_s`. Each engine actor first shuts
+    its vLLM engine down (`VLLMEngine.close`): killing the actor alone can leave its EngineCore
+    running. An engine still busy with a rollout, or dead, is killed when the wait runs out."""
+    if run.scorer is not None:
+        run.scorer.close()  # local verifier workers, independent of Ray
+    try:
+        if run.engines:
+            ray.wait([e.close.remote() for e in run.engines], num_returns=len(run.engines), timeout=timeout_s)
+    finally:
+        for actor in [*run.engines, *run.learners]:
+            ray.kill(actor)
+
+
 def save_checkpoint(run_dir: Path, learners: list, state: TrainerState, cfg: RLConfig) -> None:
     """Every rank writes into a staging directory, the trainer state goes in last, and only then
     is it renamed and marked as the latest (rl/checkpoint.py): a crash mid-save leaves the previous
@@ -103,6 +136,15 @@ def save_checkpoint(run_dir: Path, learners: list, state: TrainerState, cfg: RLC
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The run (`train`), then `stop_run`, however the run ends."""
+    run = RunActors()
+    try:
+        return train(argv, run)
+    finally:
+        stop_run(run)
+
+
+def train(argv: list[str] | None, run: RunActors) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -154,12 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
     engine_cls = make_rollout_actor(rc.actor_num_cpus, rc.actor_num_gpus)
     engine_cfg = rc.engine.model_copy(update={"model": policy, "seed": cfg.seed})
     sync_dtype = "float32" if rc.engine.dtype == "auto" else rc.engine.dtype  # auto: the engine casts
-    engines = [engine_cls.remote(engine_cfg.model_copy(update={"seed": cfg.seed + i})) for i in range(rc.num_engines)]
-    learners = start_learners(cfg, policy)
+    engines = run.engines = [engine_cls.remote(engine_cfg.model_copy(update={"seed": cfg.seed + i}))
+                             for i in range(rc.num_engines)]
+    learners = run.learners = start_learners(cfg, policy)
     if ckpt is not None:
         ray.get([lr.load.remote(str(ckpt)) for lr in learners], timeout=cfg.learner.timeout_s)
     ray.get([e.ready.remote() for e in engines], timeout=rc.timeout_s)
-    scorer = Scorer(cfg.reward)
+    scorer = run.scorer = Scorer(cfg.reward)
 
     def generate(requests, sampling):
         return generate_sharded(engines, requests, sampling, rc.timeout_s)
@@ -313,9 +356,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"done: pass@1 {summary['start_eval_pass_at_1']} -> {summary['final_eval_pass_at_1']} "
           f"in {summary['wall_s']:.0f}s ({summary['iterations']} iterations)")
     logger.close()
-    scorer.close()
     return summary
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (`ray job stop`, `kill`) leaves through main's teardown, as Ctrl-C does."""
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main()
