@@ -360,7 +360,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (`ray job stop`, `kill`) leaves through main's teardown, as Ctrl-C does."""
+    """SIGTERM (`ray job stop`, `kill`) leaves through main's teardown, as Ctrl-C does. `ray.init`
+    installs a handler of its own that also raises SystemExit; this one covers the time before."""
     raise SystemExit(128 + signum)
 
 
