@@ -40,7 +40,7 @@ class SFTData(_Strict):
         "text", description="Embedded task: expressions in the prompt text, or rendered into images"
     )
     arith_trace: Literal["short", "long"] = Field(
-        "short", description="Text task's SFT traces: short (arith.py) or long-CoT with a check and redundant re-reads "
+        "short", description="Text task's SFT traces: short (arith.py) or long-CoT with checks and re-checks "
         "of variable length (long_cot.py)"
     )
     arith_max_level: int | None = Field(

@@ -22,26 +22,22 @@ samplers and the tagging CLI need nothing new); only the SFT traces differ. A tr
     4887+394:
     ...
     = 5281 ok
-    Let me verify once more: the problem is        redundant re-reading ("overthinking"):
-    5281-394+1187. 5281-394 gave 4887. 4887+1187   a geometric number of passes that restate
-    gave 6074. So the answer is still 6074.        the problem and the values found
+    Check again to be sure:                        redundant re-checking ("overthinking"):
+    ...                                            a geometric number of further passes
     </think>
     \\boxed{6074}
 
 Why it has the properties the length penalty needs:
-- **Length varies a lot at equal correctness.** The number of redundant re-reads is drawn per
-  trace (none with `1 - first_reread_prob`, then geometric with `p_reread`), so the k samples of
-  one prompt differ by whole passes of 60-150 tokens while all being right.
-- **Removing the redundancy does not hurt accuracy**: a re-read only restates values already
-  written, so it never changes the answer, and it holds no column work in which a policy could
-  slip. (An earlier design repeated the whole check pass. RL without any penalty then dropped
-  those passes by itself, most likely because each was another chance to slip, and the penalty
-  had little left to remove; BENCHMARKS.md.)
+- **Length varies a lot at equal correctness.** The number of redundant re-checks is drawn per
+  trace (geometric, `p_recheck`), so the k samples of one prompt differ by whole passes over the
+  work while all being right: a check pass costs as much as the work itself.
+- **Removing the redundancy does not hurt accuracy**: a re-check after a passing check never
+  changes the answer in the data.
 - **But some checking really catches errors.** In `slip_prob` of the traces the work holds an
-  *uncorrected* slip (one column written one too high). The check then finds a mismatch
+  *uncorrected* slip (one column written one too high). The first check then finds a mismatch
   ("= 4888 != 4887. Mismatch: redo from 4887+1187."), the steps from there are redone and
-  checked again. A policy that drops the check keeps its own slips; one that keeps it and drops
-  the re-reads loses nothing. So the penalty's trade-off is not trivial.
+  checked again. A policy that drops every check keeps its own slips; one that keeps the first
+  check and drops the rest loses nothing. So the penalty's trade-off is not trivial.
 
     python -m experiments.long_cot --out data/long --seed 0
 """
@@ -52,11 +48,11 @@ import random
 
 from experiments.arith import Problem, column_lines, generate, split_args, write_splits
 
-REREAD_PHRASES = (
+RECHECK_PHRASES = (
     "Check again to be sure:",
     "Let me verify once more:",
-    "One more look, to be safe:",
-    "Am I sure? Read it again:",
+    "One more check, to be safe:",
+    "Am I sure? Check again:",
 )
 
 
@@ -126,23 +122,15 @@ def exploration(p: Problem) -> str:
     return f"Idea: round {b} to a multiple of 10 first? The columns are just as short. Back to the plan."
 
 
-def reread(p: Problem, values: list[int], phrase: str) -> str:
-    """A redundant pass: restate the problem and the value of each step, change nothing."""
-    steps = " ".join(f"{values[k]}{op}{x} gave {values[k + 1]}." for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])))
-    return f"{phrase} the problem is {p.expression}. {steps} So the answer is still {values[-1]}."
-
-
 def long_cot_response(
-    p: Problem, rng: random.Random, slip_prob: float = 0.2, p_reread: float = 0.8,
-    first_check_prob: float = 0.5, first_reread_prob: float = 0.5, max_rereads: int = 24,
-    explore_prob: float = 0.15,
+    p: Problem, rng: random.Random, slip_prob: float = 0.2, p_recheck: float = 0.7,
+    first_check_prob: float = 0.45, max_checks: int = 12, explore_prob: float = 0.15,
 ) -> str:
-    """The assistant message: <think>plan, [exploration], work, [check], [re-reads]</think>, box.
+    """The assistant message: <think>plan, [exploration], work, checks</think> then the boxed answer.
 
-    The check pass is made with probability `first_check_prob`, and always after a slip (that is
-    what it is for); a pass that finds a mismatch redoes the steps from the wrong one, and checks
-    them once more. Then, with probability `first_reread_prob`, come redundant re-reads: one, and
-    each further one with probability `p_reread`, up to `max_rereads`."""
+    Checks: the first pass is made with probability `first_check_prob` (always after a slip:
+    that is what it is for), each further one with probability `p_recheck`, up to `max_checks`.
+    A pass that finds a mismatch redoes the steps from the wrong one, and one more pass follows."""
     steps = len(p.ops)
     lines = [f"Plan: {p.expression}, {steps} step{'s' if steps > 1 else ''}, left to right, then check."]
     if rng.random() < explore_prob:
@@ -150,21 +138,18 @@ def long_cot_response(
     slip_at = rng.randrange(steps) if rng.random() < slip_prob else None
     values = [p.operands[0]]
     _work(p, 0, values, lines, rng, slip_at)
-    if slip_at is not None or rng.random() < first_check_prob:
-        lines.append("Check: undo the steps.")
+    n_checks = 1 if slip_at is not None or rng.random() < first_check_prob else 0
+    while n_checks and n_checks < max_checks and rng.random() < p_recheck:
+        n_checks += 1
+    done = 0
+    while done < n_checks:
+        lines.append("Check: undo the steps." if done == 0 else RECHECK_PHRASES[rng.randrange(len(RECHECK_PHRASES))])
         wrong = _check(p, values, lines)
+        done += 1
         if wrong is not None:
             del values[wrong + 1:]
             _work(p, wrong, values, lines, rng, None)
-            lines.append("Check the redone steps:")
-            if _check(p, values, lines) is not None:
-                raise AssertionError(f"redone steps of {p.expression} do not check")
-    n_rereads = 0
-    if rng.random() < first_reread_prob:
-        n_rereads = 1
-        while n_rereads < max_rereads and rng.random() < p_reread:
-            n_rereads += 1
-    lines.extend(reread(p, values, REREAD_PHRASES[rng.randrange(len(REREAD_PHRASES))]) for _ in range(n_rereads))
+            n_checks = max(n_checks, done + 1)  # redone steps are checked again
     if values[-1] != p.answer:  # a slip left unchecked: cannot happen (a slip forces a check)
         raise AssertionError(f"trace for {p.expression} ends at {values[-1]}, not {p.answer}")
     think = "\n".join(lines)
@@ -172,19 +157,19 @@ def long_cot_response(
 
 
 def generate_long_task(seed: int, n_sft: int, n_train: int, n_eval: int, slip_prob: float = 0.2,
-                       p_reread: float = 0.8) -> dict[str, list[dict]]:
+                       p_recheck: float = 0.7) -> dict[str, list[dict]]:
     """Splits as `arith.generate` draws them (eval balanced over problem kinds, no expression
     shared across splits); SFT rows carry long-CoT traces."""
     return generate(seed, n_sft, n_train, n_eval, slip_prob,
-                    make_response=lambda p, rng, s: long_cot_response(p, rng, s, p_reread))
+                    make_response=lambda p, rng, s: long_cot_response(p, rng, s, p_recheck))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = split_args(__doc__, "data/long", 0.2, "share of traces whose work holds a slip")
-    ap.add_argument("--p-reread", type=float, default=0.8, help="chance of each further redundant re-read")
+    ap.add_argument("--p-recheck", type=float, default=0.7, help="chance of each further check pass")
     args = ap.parse_args(argv)
     write_splits(generate_long_task(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob,
-                                    args.p_reread), args.out)
+                                    args.p_recheck), args.out)
 
 
 if __name__ == "__main__":
