@@ -17,11 +17,18 @@ Image prompts (vision-language policies): a `GenRequest` carries decoded images 
 ids with one placeholder token per image; `rl.vision` turns the images into the model family's
 `multi_modal_data`, vLLM expands the placeholders, and each `Generation` returns those expanded
 prompt ids so the learner scores exactly the sequence the engine sampled from.
+
+A dead EngineCore (killed, out of memory, a kernel fault) fails the call in flight at once with
+`EngineDeadError`, and every later call with `EngineCoreDied`; `dead_reason()` says so, which is
+how `rollout.recovery.EngineGroup` tells a dead engine from an ordinary error and replaces it.
+vLLM 0.32's synchronous client alone would wait forever: its liveness monitor shuts the client
+down but never wakes the thread blocked on the output queue (or on a utility call's future).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -115,6 +122,67 @@ def _read_config(model: str) -> dict[str, Any]:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
+class EngineCoreDied(RuntimeError):
+    """The engine's EngineCore process exited while the engine was open: the engine is unusable."""
+
+
+def _engine_core_processes(llm: Any) -> list:
+    """The EngineCore processes of an offline `vllm.LLM` ([] for an in-process core)."""
+    core = llm.llm_engine.engine_core
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    return list(getattr(manager, "processes", None) or [])
+
+
+def fail_pending_calls(core: Any) -> None:
+    """Wake every thread waiting on a dead EngineCore with `EngineDeadError`: the generate loop
+    blocked on the sync client's output queue and any utility call (`collective_rpc`,
+    `reset_prefix_cache`) blocked on its future. Without this they wait forever in vLLM 0.32."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    q = getattr(core, "outputs_queue", None)
+    if q is not None:
+        q.put_nowait(EngineDeadError())
+    for fut in list(getattr(core, "utility_results", {}).values()):
+        try:
+            fut.set_exception(EngineDeadError())
+        except Exception:  # already resolved
+            pass
+
+
+def watch_processes(procs: list, stop: threading.Event, on_death: Any, poll_s: float = 0.5) -> None:
+    """Wait until one of `procs` (multiprocessing processes) exits or `stop` is set; on an exit
+    while not stopped, call `on_death(proc)`. Runs in a daemon thread for each engine."""
+    from multiprocessing.connection import wait
+
+    by_sentinel = {p.sentinel: p for p in procs}
+    while not stop.is_set():
+        done = wait(list(by_sentinel), timeout=poll_s)
+        if done:
+            if not stop.is_set():  # close() sets stop before it shuts the core down
+                on_death(by_sentinel[done[0]])
+            return
+
+
+def kill_processes(procs: list[tuple[int, float]]) -> int:
+    """SIGKILL each (pid, create_time) still running, on this node; a pid reused by a newer
+    process is left alone. Returns how many were killed. For the EngineCore (and workers) of an
+    engine actor that died without closing its engine: vLLM's EngineCore does not exit with its
+    parent."""
+    import psutil
+
+    killed = 0
+    for pid, created in procs:
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - created) > 0.5:
+                continue
+            p.kill()
+            killed += 1
+        except psutil.Error:
+            pass
+    return killed
+
+
 def shutdown_llm(llm: Any, timeout_s: float = 5.0) -> None:
     """Stop an offline `vllm.LLM` now and wait for its EngineCore process to exit.
 
@@ -126,8 +194,7 @@ def shutdown_llm(llm: Any, timeout_s: float = 5.0) -> None:
     EngineCore stays a zombie child until joined, so the processes are joined here."""
     engine = llm.llm_engine
     core = engine.engine_core
-    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
-    procs = list(getattr(manager, "processes", None) or [])  # None: in-process core or Ray DP actors
+    procs = _engine_core_processes(llm)  # []: in-process core or Ray DP actors
     try:
         core.shutdown(timeout=timeout_s)
         for p in procs:
@@ -143,6 +210,8 @@ def shutdown_llm(llm: Any, timeout_s: float = 5.0) -> None:
 
 class VLLMEngine:
     _llm: Any = None  # the vllm.LLM; None before __init__ sets it and after close()
+    _dead: str | None = None  # why the EngineCore is gone (set by the watch thread)
+    _watch_stop: threading.Event | None = None
 
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
@@ -186,16 +255,77 @@ class VLLMEngine:
             **kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self._start_watch()
+
+    def _start_watch(self) -> None:
+        """A daemon thread that notices the EngineCore exiting, marks the engine dead and fails
+        the calls in flight (`fail_pending_calls`), so a rollout on a killed EngineCore errors
+        within a second instead of waiting out the driver's rollout timeout."""
+        procs = _engine_core_processes(self._llm)
+        if not procs:
+            return
+        import weakref
+
+        core = self._llm.llm_engine.engine_core
+        self._watch_stop = threading.Event()
+        me = weakref.ref(self)  # the thread must not keep an unclosed engine alive
+
+        def on_death(proc: Any) -> None:
+            engine = me()
+            if engine is not None:
+                engine._dead = f"EngineCore (pid {proc.pid}) exited with code {proc.exitcode}"
+                print(f"[engine {engine.cfg.model}] {engine._dead}", flush=True)
+            fail_pending_calls(core)
+
+        threading.Thread(target=watch_processes, args=(procs, self._watch_stop, on_death), daemon=True,
+                         name="thinkrl-EngineCoreWatch").start()
 
     @property
     def llm(self) -> Any:
         if self._llm is None:
             raise RuntimeError(f"the vLLM engine for {self.cfg.model} is closed")
+        if self._dead is not None:
+            raise EngineCoreDied(f"the vLLM engine for {self.cfg.model} is dead: {self._dead}")
         return self._llm
+
+    def dead_reason(self) -> str | None:
+        """None while the engine can serve; else why not (its EngineCore exited, or it is closed).
+        The driver asks this after a failed call to tell a dead engine from an ordinary error."""
+        if self._llm is None:
+            return "closed"
+        if self._dead is None:
+            gone = [p for p in _engine_core_processes(self._llm) if not p.is_alive()]
+            if gone:  # before the watch thread saw it
+                self._dead = f"EngineCore (pid {gone[0].pid}) exited with code {gone[0].exitcode}"
+        return self._dead
+
+    def processes(self) -> dict[str, Any]:
+        """This engine's node and its processes besides itself (EngineCore, workers) as
+        (pid, create_time): what to kill if this process dies without closing the engine."""
+        import psutil
+
+        node_id = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node_id = ray.get_runtime_context().get_node_id()
+        except Exception:
+            pass
+        procs = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                procs.append((p.pid, p.create_time()))
+            except psutil.Error:
+                pass
+        return {"node_id": node_id, "pid": os.getpid(), "procs": procs}
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Shut the engine down: its EngineCore process (and workers) exit within about
-        2 x `timeout_s`, force-killed after `timeout_s`. Idempotent; the engine is unusable after."""
+        2 x `timeout_s`, force-killed after `timeout_s`. Idempotent; the engine is unusable after.
+        A dead engine closes too (what is left of it is reaped)."""
+        if self._watch_stop is not None:
+            self._watch_stop.set()
         llm, self._llm = self._llm, None
         if llm is not None:
             shutdown_llm(llm, timeout_s)
@@ -339,25 +469,32 @@ def make_rollout_actor(num_cpus: float = 1.0, num_gpus: float = 0.0):
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(VLLMEngine)
 
 
+def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) slices of n_items over n_shards, sizes differing by at most one
+    (a shard may be empty when there are fewer items than shards)."""
+    bounds = [round(i * n_items / n_shards) for i in range(n_shards + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n_shards)]
+
+
+def merge_shards(results: dict[int, list[Generation]], bounds: list[tuple[int, int]]) -> list[Generation]:
+    """The generations of each shard, by shard, with `prompt_index` made global."""
+    merged: list[Generation] = []
+    for i, (start, _end) in enumerate(bounds):
+        for g in results.get(i, []):
+            g.prompt_index += start
+            merged.append(g)
+    return merged
+
+
 def generate_sharded(
     actors: list, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig, timeout_s: float
 ) -> list[Generation]:
     """Split prompts into contiguous shards, one per engine actor, and merge results back in
-    prompt order. Bounded by `timeout_s` (a hung engine is an error, not a frozen run)."""
+    prompt order. Bounded by `timeout_s` (a hung engine is an error, not a frozen run). No
+    recovery: `rollout.recovery.EngineGroup.generate` replaces engines that die."""
     import ray
 
-    n = len(actors)
-    bounds = [round(i * len(requests) / n) for i in range(n + 1)]
-    refs = [
-        a.generate.remote(list(requests[bounds[i] : bounds[i + 1]]), sampling)
-        for i, a in enumerate(actors)
-        if bounds[i + 1] > bounds[i]
-    ]
-    starts = [bounds[i] for i in range(n) if bounds[i + 1] > bounds[i]]
-    results = ray.get(refs, timeout=timeout_s)
-    merged: list[Generation] = []
-    for start, gens in zip(starts, results):
-        for g in gens:
-            g.prompt_index += start
-            merged.append(g)
-    return merged
+    bounds = shard_bounds(len(requests), len(actors))
+    shards = [i for i, (a, b) in enumerate(bounds) if b > a]
+    refs = [actors[i].generate.remote(list(requests[bounds[i][0] : bounds[i][1]]), sampling) for i in shards]
+    return merge_shards(dict(zip(shards, ray.get(refs, timeout=timeout_s))), bounds)
