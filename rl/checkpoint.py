@@ -58,6 +58,7 @@ class TrainerState:
     log_rows: dict[str, int] | None = None
     rng: dict[str, Any] | None = None  # `rng_state()` of the driver
     skipped_updates: int = 0  # running count of iterations without an optimizer step
+    engine_restarts: int = 0  # running count of engines replaced after dying (rollout.recovery)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainerState":

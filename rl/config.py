@@ -51,6 +51,11 @@ class RolloutConfig(_Strict):
         "engine.tensor_parallel_size, or a fraction <= 1 for several small engines on one GPU"
     )
     timeout_s: float = Field(1800, gt=0, description="Upper bound on one rollout call (a hung engine fails the run)")
+    max_engine_restarts: int = Field(
+        3, ge=0, description="An engine whose actor or EngineCore dies is replaced (current weights loaded, lost "
+        "requests generated again, rollout.recovery); after this many restarts in a row of one engine the run "
+        "stops with an error naming the checkpoint to resume from (0: stop at the first death)"
+    )
 
 
 class LearnerDeepSpeedConfig(DeepSpeedConfig):

@@ -20,6 +20,11 @@ Top to bottom: config -> Ray -> prompts, sampler, verifier -> vLLM engine actors
 ranks -> loop: sample prompts -> rollout -> verify -> length reward -> update -> weight sync ->
 eval / checkpoint / metrics.
 
+An engine whose actor or EngineCore dies is replaced in-run with the current weights and its lost
+requests are generated again (`rollout.recovery.EngineGroup`, counted as `engine_restarts`);
+`rollout.max_engine_restarts` failures in a row of one engine end the run, naming the checkpoint
+to resume from.
+
 However the run ends (done, an exception, Ctrl-C, SIGTERM from `ray job stop` or `kill`),
 `stop_run` stops the engines (each EngineCore included), the learner ranks and the verifier pool
 in a bounded time. `ray job stop` SIGKILLs the driver 3 s after its SIGTERM unless
@@ -44,8 +49,8 @@ import torch
 
 from prompts.images import row_images
 from prompts.schema import load_prompt_rows
-from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, prepare_run_dir,
-                           rng_state, save_trainer_state, set_rng_state)
+from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
+                           prepare_run_dir, rng_state, save_trainer_state, set_rng_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
@@ -57,7 +62,8 @@ from rl.rollout_stats import iteration_metrics, sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
 from rl.vision import encode_request, load_vision
-from rollout.engine import GenRequest, generate_sharded, make_rollout_actor
+from rollout.engine import GenRequest, make_rollout_actor
+from rollout.recovery import EngineGroup
 
 
 def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
@@ -193,19 +199,31 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     # -- actors: engines, learner ranks, verifier pool -------------------------------------
     connect_ray(cfg)
     rc = cfg.rollout
-    engine_cls = make_rollout_actor(rc.actor_num_cpus, rc.actor_num_gpus)
     engine_cfg = rc.engine.model_copy(update={"model": policy, "seed": cfg.seed})
     sync_dtype = "float32" if rc.engine.dtype == "auto" else rc.engine.dtype  # auto: the engine casts
-    engines = run.engines = [engine_cls.remote(engine_cfg.model_copy(update={"seed": cfg.seed + i}))
-                             for i in range(rc.num_engines)]
+    zero3 = cfg.learner.deepspeed.zero_stage == 3
+
+    def export_weights():
+        """The learner's current policy as weight buckets (rank 0's ref) and the other ranks' refs:
+        ZeRO-3 shards the weights, so every rank takes part in gathering them."""
+        exports = [lr.export_weights.remote(dtype=sync_dtype) for lr in (learners if zero3 else learners[:1])]
+        return exports[0], exports[1:]
+
+    def resume_hint() -> str | None:
+        ck = latest_checkpoint(run_dir)
+        return None if ck is None else str(ck)
+
+    engines = EngineGroup(make_rollout_actor(rc.actor_num_cpus, rc.actor_num_gpus),
+                          [engine_cfg.model_copy(update={"seed": cfg.seed + i}) for i in range(rc.num_engines)],
+                          rc.timeout_s, max_restarts=rc.max_engine_restarts, export_weights=export_weights,
+                          resume_hint=resume_hint)
+    run.engines = engines.start()  # the group's list: replacements are stopped too
     learners = run.learners = start_learners(cfg, policy)
     if ckpt is not None:
         ray.get([lr.load.remote(str(ckpt)) for lr in learners], timeout=cfg.learner.timeout_s)
-    ray.get([e.ready.remote() for e in engines], timeout=rc.timeout_s)
+    engines.ready()
     scorer = run.scorer = Scorer(cfg.reward)
-
-    def generate(requests, sampling):
-        return generate_sharded(engines, requests, sampling, rc.timeout_s)
+    generate = engines.generate  # an engine that dies is replaced and its requests generated again
 
     def run_eval(iteration: int) -> dict:
         ec = cfg.eval
@@ -219,6 +237,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     last_eval = start_eval
     last_iter_s = 0.0
     skipped_updates = state.skipped_updates if state else 0
+    restarts_before = state.engine_restarts if state else 0  # engines replaced before this process
     if state is not None and state.rng is not None:
         set_rng_state(state.rng)
     last_ckpt_t = time.perf_counter()
@@ -227,6 +246,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     it = start_iter
     for it in range(start_iter, cfg.iterations):
         t_iter = time.perf_counter()
+        restarts_at_start = engines.restarts
         times: dict[str, float] = {}
 
         # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
@@ -297,12 +317,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
 
         # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
         # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
-        # ZeRO-3 shards the weights: every rank takes part in gathering them, rank 0 returns them.
         t = time.perf_counter()
-        zero3 = cfg.learner.deepspeed.zero_stage == 3
-        exports = [lr.export_weights.remote(dtype=sync_dtype) for lr in (learners if zero3 else learners[:1])]
-        buckets = exports[0]
-        ray.get([e.load_weights.remote(buckets) for e in engines] + exports[1:], timeout=rc.timeout_s)
+        engines.sync_weights()
         times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
 
         # 7. eval, checkpoint, metrics
@@ -323,6 +339,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
         )
         skipped_updates += metrics["skipped_update"]
         metrics["skipped_updates_total"] = skipped_updates
+        metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration
+        metrics["engine_restarts_total"] = restarts_before + engines.restarts
         metrics["wall_s"] = time.perf_counter() - t_start
         logger.log(metrics)
         logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
@@ -337,7 +355,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                           time.perf_counter() - last_ckpt_t):
             save_checkpoint(run_dir, learners, TrainerState(
                 it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
-                rng_state(), skipped_updates), cfg)
+                rng_state(), skipped_updates, restarts_before + engines.restarts), cfg)
             last_ckpt_t = time.perf_counter()
         if out_of_time:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
