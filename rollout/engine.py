@@ -126,6 +126,21 @@ class EngineCoreDied(RuntimeError):
     """The engine's EngineCore process exited while the engine was open: the engine is unusable."""
 
 
+def _exit_message(proc: Any) -> str:
+    try:
+        code = proc.exitcode
+    except ValueError:  # the process object was closed
+        code = None
+    return f"EngineCore (pid {proc.pid}) exited with code {code}"
+
+
+def _is_alive(proc: Any) -> bool:
+    try:
+        return proc.is_alive()
+    except ValueError:  # the process object was closed: it was joined, so it is gone
+        return False
+
+
 def _engine_core_processes(llm: Any) -> list:
     """The EngineCore processes of an offline `vllm.LLM` ([] for an in-process core)."""
     core = llm.llm_engine.engine_core
@@ -156,7 +171,10 @@ def watch_processes(procs: list, stop: threading.Event, on_death: Any, poll_s: f
 
     by_sentinel = {p.sentinel: p for p in procs}
     while not stop.is_set():
-        done = wait(list(by_sentinel), timeout=poll_s)
+        try:
+            done = wait(list(by_sentinel), timeout=poll_s)
+        except (OSError, ValueError):  # a sentinel closed under us: the engine is being torn down
+            return
         if done:
             if not stop.is_set():  # close() sets stop before it shuts the core down
                 on_death(by_sentinel[done[0]])
@@ -273,7 +291,7 @@ class VLLMEngine:
         def on_death(proc: Any) -> None:
             engine = me()
             if engine is not None:
-                engine._dead = f"EngineCore (pid {proc.pid}) exited with code {proc.exitcode}"
+                engine._dead = _exit_message(proc)
                 print(f"[engine {engine.cfg.model}] {engine._dead}", flush=True)
             fail_pending_calls(core)
 
@@ -294,9 +312,9 @@ class VLLMEngine:
         if self._llm is None:
             return "closed"
         if self._dead is None:
-            gone = [p for p in _engine_core_processes(self._llm) if not p.is_alive()]
+            gone = [p for p in _engine_core_processes(self._llm) if not _is_alive(p)]
             if gone:  # before the watch thread saw it
-                self._dead = f"EngineCore (pid {gone[0].pid}) exited with code {gone[0].exitcode}"
+                self._dead = _exit_message(gone[0])
         return self._dead
 
     def processes(self) -> dict[str, Any]:
