@@ -217,6 +217,21 @@ def read_iterations(path: Path) -> list[int]:
     return out
 
 
+def last_value(path: Path, key: str):
+    """`key` of the last complete row of a JSON-lines log that has it (None: no such row)."""
+    if not path.is_file():
+        return None
+    value = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            row = json.loads(line) if line.endswith("\n") else {}
+        except ValueError:
+            continue
+        if key in row:
+            value = row[key]
+    return value
+
+
 def check_iterations(iterations: list[int], planned: int) -> dict:
     """Each iteration 0..planned-1 once and in order? Duplicates (a redo appended, not replacing)
     and gaps are listed."""
@@ -488,15 +503,19 @@ def run_chaos(a: argparse.Namespace) -> dict:
             print(f"chaos: job 2 (--resume) {outcome2} after {jobs[1].wall_s:.0f}s", flush=True)
             if outcome2 == "timeout":
                 stop_job(head, jobs[1])
+    except Exception as e:  # reported (with what was left behind), not lost
+        report["error"] = f"{type(e).__name__}: {e}"
     finally:
         if head is not None:
             for job in jobs:
                 stop_job(head, job)
             poll()
             head.stop()
-        # What is left of everything this run started, after its head is gone.
-        time.sleep(2.0)
-        left = still_running(seen.values())
+        # What is left of everything this run started, once its head is gone and a grace period
+        # for workers that notice their raylet's death by themselves has passed.
+        settle_by = time.monotonic() + a.settle_s
+        while (left := still_running(seen.values())) and time.monotonic() < settle_by:
+            time.sleep(1.0)
         new_elsewhere = _new_engine_or_ray_processes(baseline, t_wall, {p.pid for p in seen.values()})
         for p in left:
             kill(p)
@@ -509,17 +528,16 @@ def run_chaos(a: argparse.Namespace) -> dict:
     iterations = read_iterations(metrics_path)
     m = check_iterations(iterations, planned)
     logs = "".join(j.text() for j in jobs)
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-        if metrics_path.is_file() else []
     m["resume_dropped_rows"] = resume_dropped_rows(logs)
-    m["engine_restarts_total"] = rows[-1].get("engine_restarts_total") if rows else None
+    m["engine_restarts_total"] = last_value(metrics_path, "engine_restarts_total")
     report["metrics"] = m
     report["jobs"] = [{"submission_id": j.submission_id, "outcome": j.outcome, "wall_s": round(j.wall_s, 1),
                        "log": str(j.log)} for j in jobs]
     report["reached_last_iteration"] = m["reached_last"]
     report["wall_s"] = round(time.monotonic() - t0, 1)
     n_left = sum(v for k, v in report["left_behind"].items() if k != "processes")
-    report["passed"] = passed(a.target, report["killed"] is not None, report["resumed"], m, n_left)
+    report["passed"] = "error" not in report and passed(a.target, report["killed"] is not None, report["resumed"],
+                                                         m, n_left)
     (work / "chaos_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -554,6 +572,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="resubmit with --resume after a failed job whatever the target (the report says so)")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the Ray head")
     ap.add_argument("--object-store-mb", type=int, default=512)
+    ap.add_argument("--settle-s", type=float, default=20.0,
+                    help="after the head stops, how long its processes get to exit before they count as left behind")
     a = ap.parse_args(argv)
     report = run_chaos(a)
     print(json.dumps(report, indent=2))

@@ -192,8 +192,8 @@ def kill_processes(procs: list[tuple[int, float]]) -> int:
     for pid, created in procs:
         try:
             p = psutil.Process(pid)
-            if abs(p.create_time() - created) > 0.5:
-                continue
+            if abs(p.create_time() - created) > 0.5 or p.status() == psutil.STATUS_ZOMBIE:
+                continue  # a newer process under a reused pid, or one already dead
             p.kill()
             killed += 1
         except psutil.Error:

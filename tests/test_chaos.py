@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from experiments.chaos import (CHAOS_OVERRIDES, Proc, check_iterations, count_kinds, drivers, job_outcome, kind_of,
-                               passed, pick_target, planned_iterations, read_iterations, resume_dropped_rows,
-                               train_args, verifier_workers)
+                               last_value, passed, pick_target, planned_iterations, read_iterations,
+                               resume_dropped_rows, train_args, verifier_workers)
 from rl.checkpoint import ResumePoint, TrainerState
 
 PY = "/work/.venv/bin/python"
@@ -74,8 +74,10 @@ def test_no_target_yet_and_unknown_targets():
 def test_read_iterations_skips_a_torn_last_line(tmp_path):
     f = tmp_path / "metrics.jsonl"
     assert read_iterations(f) == []
-    f.write_text(json.dumps({"iteration": 0}) + "\n" + json.dumps({"iteration": 1}) + "\n" + '{"iterat')
+    f.write_text(json.dumps({"iteration": 0, "engine_restarts_total": 0}) + "\n"
+                 + json.dumps({"iteration": 1, "engine_restarts_total": 1}) + "\n" + '{"iterat')
     assert read_iterations(f) == [0, 1]
+    assert last_value(f, "engine_restarts_total") == 1 and last_value(f, "nope") is None
 
 
 def test_iterations_once_each_or_duplicated_or_missing():
