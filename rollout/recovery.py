@@ -186,6 +186,7 @@ class EngineGroup:
         while True:
             n = self.budget.failed(slot)
             if not self.budget.allows(n):
+                self._discard(slot)  # an EngineCore its dead actor left must not outlive the run
                 hint = self.resume_hint() if self.resume_hint else None
                 raise EngineRestartsExhausted(give_up_message(slot, n, why, self.budget.max_restarts, hint))
             wait = self.budget.wait_s(n)

@@ -232,6 +232,7 @@ def test_a_replacement_that_dies_too_counts_and_the_run_stops_naming_the_checkpo
         g.generate(REQS, SAMPLING)
     assert "engine 0 failed 3 times in a row" in str(e.value) and "iter_00001" in str(e.value)
     assert g.restarts == 2 and len(cls.made) == 4
+    assert cls.made[3] in fake_ray.killed  # the last one is stopped too, not left to the teardown
 
 
 def test_failures_separated_by_a_good_call_are_not_in_a_row(fake_ray):
