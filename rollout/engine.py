@@ -313,8 +313,13 @@ class VLLMEngine:
             return "closed"
         if self._dead is None:
             gone = [p for p in _engine_core_processes(self._llm) if not _is_alive(p)]
+            resources = getattr(self._llm.llm_engine.engine_core, "resources", None)
             if gone:  # before the watch thread saw it
                 self._dead = _exit_message(gone[0])
+            elif getattr(resources, "engine_dead", False):
+                # The EngineCore reported itself dead (e.g. a tensor-parallel worker died) and is
+                # still on its way out.
+                self._dead = "vLLM marked the EngineCore dead"
         return self._dead
 
     def processes(self) -> dict[str, Any]:

@@ -333,6 +333,15 @@ def test_an_engine_reports_its_dead_core_and_refuses_calls():
     os.close(p.r)
 
 
+def test_an_engine_whose_core_reported_itself_dead_is_dead():
+    q = PipeProc()
+    engine = fake_open_engine([q])
+    engine._llm.llm_engine.engine_core.resources.engine_dead = True  # a TP worker died; the core is exiting
+    assert engine.dead_reason() == "vLLM marked the EngineCore dead"
+    os.close(q.r)
+    os.close(q.w)
+
+
 def test_kill_processes_kills_by_pid_and_start_time_only():
     child = subprocess.Popen(["sleep", "30"])
     try:
