@@ -58,7 +58,7 @@ def test_give_up_message_names_the_slot_the_limit_and_the_checkpoint():
 
 def test_shards_are_contiguous_and_cover_every_request():
     assert shard_bounds(5, 2) == [(0, 2), (2, 5)]
-    assert shard_bounds(1, 3) == [(0, 0), (0, 0), (0, 1)]
+    assert shard_bounds(1, 3) == [(0, 0), (0, 1), (1, 1)]  # round(1/3) = 0, round(2/3) = 1
     for n, k in [(0, 2), (7, 3), (32, 8)]:
         b = shard_bounds(n, k)
         assert b[0][0] == 0 and b[-1][1] == n and all(b[i][1] == b[i + 1][0] for i in range(k - 1))
