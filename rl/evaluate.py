@@ -2,7 +2,7 @@
 
 Shared by the SFT stage and the RL loop so "before" and "after" numbers are measured identically.
 `generate` is any callable (requests, SamplingConfig) -> list[Generation]: a local `VLLMEngine`'s
-`generate`, or `generate_sharded` over Ray actors.
+`generate`, or `EngineGroup.generate` over Ray actors (`rollout.recovery`).
 """
 
 from __future__ import annotations

