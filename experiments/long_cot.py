@@ -15,29 +15,32 @@ samplers and the tagging CLI need nothing new); only the SFT traces differ. A tr
     4887+1187:
     ...
     = 6074
-    Check: undo the steps.                         self-verification by the inverse operations
-    6074-1187:
+    Check: undo the steps.                         self-verification by the inverse operations (80 %,
+    6074-1187:                                     always after a slip)
     ...
     = 4887 ok
     4887+394:
     ...
     = 5281 ok
-    Check again to be sure:                        redundant re-checking ("overthinking"):
-    ...                                            a geometric number of further passes
     </think>
     \\boxed{6074}
+    Hmm, wait. Is that right? Let me think ...     second-guessing the settled answer ("overthinking",
+    Did I copy every number from the problem? ...  55 %): 1 + a geometric number of lines, up to 30
 
 Why it has the properties the length penalty needs:
-- **Length varies a lot at equal correctness.** The number of redundant re-checks is drawn per
-  trace (geometric, `p_recheck`), so the k samples of one prompt differ by whole passes over the
-  work while all being right: a check pass costs as much as the work itself.
-- **Removing the redundancy does not hurt accuracy**: a re-check after a passing check never
-  changes the answer in the data.
-- **But some checking really catches errors.** In `slip_prob` of the traces the work holds an
-  *uncorrected* slip (one column written one too high). The first check then finds a mismatch
+- **Length varies a lot at equal correctness.** Whether and how long a trace second-guesses its
+  answer is drawn per trace, so the k samples of one prompt differ by hundreds of tokens while
+  all being right (data: p50 431, p95 1,640, max 2,514 tokens).
+- **Removing the redundancy cannot hurt accuracy**: the second-guessing comes after the boxed
+  answer and restates no value, so it can neither change nor corrupt the answer. Two earlier
+  designs made the redundancy re-checks that redo the columns, then re-reads that restate the
+  values; each was another chance to slip or mis-copy, so long traces were wrong more often and
+  RL without any penalty already removed them (BENCHMARKS.md).
+- **But the checking really catches errors.** In `slip_prob` of the traces the work holds an
+  *uncorrected* slip (one column written one too high). The check then finds a mismatch
   ("= 4888 != 4887. Mismatch: redo from 4887+1187."), the steps from there are redone and
-  checked again. A policy that drops every check keeps its own slips; one that keeps the first
-  check and drops the rest loses nothing. So the penalty's trade-off is not trivial.
+  checked again. A policy that drops the check keeps its own slips, so a penalty that takes the
+  check out along with the second-guessing costs accuracy: the trade-off is not trivial.
 
     python -m experiments.long_cot --out data/long --seed 0
 """
@@ -48,11 +51,21 @@ import random
 
 from experiments.arith import Problem, column_lines, generate, split_args, write_splits
 
-RECHECK_PHRASES = (
-    "Check again to be sure:",
-    "Let me verify once more:",
-    "One more check, to be safe:",
-    "Am I sure? Check again:",
+# Second-guessing after the answer is given: each line restates no value, so none can corrupt
+# the answer (a re-check that redoes the columns can slip, a re-read can mis-copy: BENCHMARKS.md).
+OVERTHINK_LINES = (
+    "Hmm, wait. Is that right? Let me think about it again.",
+    "I went left to right, and every step matched. Yes.",
+    "But did I read the problem correctly? I believe I did.",
+    "Let me reconsider the carries once more... they look fine.",
+    "Maybe I should look at the borrows again. No, they were right.",
+    "Am I overthinking this? Possibly. Still, let me make sure.",
+    "Could the order of the operations change anything? No, left to right.",
+    "Actually, wait. Let me look at the first step again... it is fine.",
+    "Did I copy every number from the problem? Yes, all of them.",
+    "Let me go over the columns one more time in my head. Fine.",
+    "Is there a trick in this problem? I do not see one.",
+    "Yes, I am fairly confident in that answer.",
 )
 
 
@@ -123,14 +136,16 @@ def exploration(p: Problem) -> str:
 
 
 def long_cot_response(
-    p: Problem, rng: random.Random, slip_prob: float = 0.2, p_recheck: float = 0.7,
-    first_check_prob: float = 0.45, max_checks: int = 12, explore_prob: float = 0.15,
+    p: Problem, rng: random.Random, slip_prob: float = 0.2, overthink_prob: float = 0.55,
+    p_more: float = 0.9, max_overthink: int = 30, first_check_prob: float = 0.8, explore_prob: float = 0.15,
 ) -> str:
-    """The assistant message: <think>plan, [exploration], work, checks</think> then the boxed answer.
+    """The assistant message: <think>plan, [exploration], work, [check]</think>, the boxed answer,
+    then [second-guessing].
 
-    Checks: the first pass is made with probability `first_check_prob` (always after a slip:
-    that is what it is for), each further one with probability `p_recheck`, up to `max_checks`.
-    A pass that finds a mismatch redoes the steps from the wrong one, and one more pass follows."""
+    The check pass is made with probability `first_check_prob`, and always after a slip: that is
+    what it is for. A pass that finds a mismatch redoes the steps from the wrong one, and a second
+    pass checks the redone work. With probability `overthink_prob` the answer is followed by
+    1 + Geometric(1 - `p_more`) lines of second-guessing (at most `max_overthink`)."""
     steps = len(p.ops)
     lines = [f"Plan: {p.expression}, {steps} step{'s' if steps > 1 else ''}, left to right, then check."]
     if rng.random() < explore_prob:
@@ -138,38 +153,41 @@ def long_cot_response(
     slip_at = rng.randrange(steps) if rng.random() < slip_prob else None
     values = [p.operands[0]]
     _work(p, 0, values, lines, rng, slip_at)
-    n_checks = 1 if slip_at is not None or rng.random() < first_check_prob else 0
-    while n_checks and n_checks < max_checks and rng.random() < p_recheck:
-        n_checks += 1
-    done = 0
-    while done < n_checks:
-        lines.append("Check: undo the steps." if done == 0 else RECHECK_PHRASES[rng.randrange(len(RECHECK_PHRASES))])
+    if slip_at is not None or rng.random() < first_check_prob:
+        lines.append("Check: undo the steps.")
         wrong = _check(p, values, lines)
-        done += 1
         if wrong is not None:
             del values[wrong + 1:]
             _work(p, wrong, values, lines, rng, None)
-            n_checks = max(n_checks, done + 1)  # redone steps are checked again
+            lines.append("Check the redone steps:")
+            if _check(p, values, lines) is not None:
+                raise AssertionError(f"redone work for {p.expression} does not check")
     if values[-1] != p.answer:  # a slip left unchecked: cannot happen (a slip forces a check)
         raise AssertionError(f"trace for {p.expression} ends at {values[-1]}, not {p.answer}")
+    extra = []
+    if rng.random() < overthink_prob:
+        n = 1
+        while n < max_overthink and rng.random() < p_more:
+            n += 1
+        extra = [OVERTHINK_LINES[rng.randrange(len(OVERTHINK_LINES))] for _ in range(n)]
     think = "\n".join(lines)
-    return f"<think>\n{think}\n</think>\n\\boxed{{{values[-1]}}}"
+    return "\n".join([f"<think>\n{think}\n</think>\n\\boxed{{{values[-1]}}}", *extra])
 
 
 def generate_long_task(seed: int, n_sft: int, n_train: int, n_eval: int, slip_prob: float = 0.2,
-                       p_recheck: float = 0.7) -> dict[str, list[dict]]:
+                       overthink_prob: float = 0.55) -> dict[str, list[dict]]:
     """Splits as `arith.generate` draws them (eval balanced over problem kinds, no expression
     shared across splits); SFT rows carry long-CoT traces."""
     return generate(seed, n_sft, n_train, n_eval, slip_prob,
-                    make_response=lambda p, rng, s: long_cot_response(p, rng, s, p_recheck))
+                    make_response=lambda p, rng, s: long_cot_response(p, rng, s, overthink_prob))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = split_args(__doc__, "data/long", 0.2, "share of traces whose work holds a slip")
-    ap.add_argument("--p-recheck", type=float, default=0.7, help="chance of each further check pass")
+    ap.add_argument("--overthink-prob", type=float, default=0.55, help="share of traces that second-guess the answer")
     args = ap.parse_args(argv)
     write_splits(generate_long_task(args.seed, args.n_sft, args.n_train, args.n_eval, args.slip_prob,
-                                    args.p_recheck), args.out)
+                                    args.overthink_prob), args.out)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import re
 import statistics
 
 from experiments.arith import Problem, column_lines, difficulty_level, make_problem
-from experiments.long_cot import generate_long_task, long_cot_response, main, slipped_lines
+from experiments.long_cot import OVERTHINK_LINES, generate_long_task, long_cot_response, main, slipped_lines
 from prompts.schema import load_prompt_rows
 
 
@@ -42,7 +42,11 @@ def test_rows_are_labelled_correctly_and_traces_end_in_the_answer():
     for r in splits["sft"]:
         resp = r["response"]
         assert resp.startswith("<think>\n") and resp.count("</think>") == 1
-        assert resp.endswith(f"\\boxed{{{r['answer']}}}")
+        # The answer comes right after the thinking; what follows restates no value and boxes nothing.
+        after = resp.split("</think>\n")[1].split("\n")
+        assert after[0] == f"\\boxed{{{r['answer']}}}"
+        assert all(line in OVERTHINK_LINES for line in after[1:]), after
+    assert not any(ch.isdigit() or "boxed" in line for line in OVERTHINK_LINES for ch in line)
 
 
 def test_slip_is_one_column_one_too_high_and_uncaught():
@@ -58,7 +62,7 @@ def test_slip_is_one_column_one_too_high_and_uncaught():
     assert slipped_lines(99, 0, "+", rng) is None  # every written digit is 9: no room for +1
 
 
-def test_first_check_catches_a_slip_and_rechecks_never_change_the_answer():
+def test_the_check_catches_a_slip_and_the_redone_work_checks():
     rng = random.Random(1)
     caught = 0
     for _ in range(400):
@@ -75,9 +79,10 @@ def test_first_check_catches_a_slip_and_rechecks_never_change_the_answer():
         wrong = int(lines[mism[0]].split(" != ")[0].removeprefix("= "))
         right = int(lines[mism[0]].split(" != ")[1].split(".")[0])
         assert wrong != right and abs(wrong - right) in {10**k for k in range(6)}
-        # After the mismatch, every check pass ends "ok" and the box holds the answer.
-        tail = "\n".join(lines[mism[-1] + 1:])
-        assert "Mismatch" not in tail and tail.rstrip().endswith(f"\\boxed{{{p.answer}}}")
+        # After the mismatch, the redone steps are checked, every step ends "ok", and the box holds the answer.
+        assert len(mism) == 1 and "Check the redone steps:" in lines[mism[0] + 1:]
+        tail = lines[mism[0] + 1:]
+        assert f"\\boxed{{{p.answer}}}" == tail[tail.index("</think>") + 1]
     assert caught > 350
 
 
@@ -87,7 +92,7 @@ def test_trace_lengths_have_the_stated_spread():
     q = lambda f: lengths[int(f * (len(lengths) - 1))]  # noqa: E731
     assert q(0.05) < 200 and lengths[-1] >= 2000
     assert q(0.95) / q(0.5) >= 3.0
-    # Within one prompt, traces differ by whole check passes at equal correctness.
+    # Within one prompt, traces differ by hundreds of tokens of second-guessing at equal correctness.
     rng = random.Random(3)
     cvs = []
     for d in range(1, 5):
