@@ -24,13 +24,13 @@ samplers and the tagging CLI need nothing new); only the SFT traces differ. A tr
     = 5281 ok
     </think>
     \\boxed{6074}
-    Hmm, wait. Is that right? Let me think ...     second-guessing the settled answer ("overthinking",
-    Did I copy every number from the problem? ...  55 %): 1 + a geometric number of lines, up to 30
+    Hmm, wait. Let me double-check that. Yes, ...  second-guessing the settled answer ("overthinking",
+    Hmm, wait. Let me double-check that. Yes, ...  55 %): 1 + a geometric number of lines, up to 30
 
 Why it has the properties the length penalty needs:
 - **Length varies a lot at equal correctness.** Whether and how long a trace second-guesses its
   answer is drawn per trace, so the k samples of one prompt differ by hundreds of tokens while
-  all being right (data: p50 431, p95 1,640, max 2,514 tokens).
+  all being right (data: p50 429, p95 1,570, max 2,423 tokens).
 - **Removing the redundancy cannot hurt accuracy**: the second-guessing comes after the boxed
   answer and restates no value, so it can neither change nor corrupt the answer. Two earlier
   designs made the redundancy re-checks that redo the columns, then re-reads that restate the
@@ -51,22 +51,11 @@ import random
 
 from experiments.arith import Problem, column_lines, generate, split_args, write_splits
 
-# Second-guessing after the answer is given: each line restates no value, so none can corrupt
-# the answer (a re-check that redoes the columns can slip, a re-read can mis-copy: BENCHMARKS.md).
-OVERTHINK_LINES = (
-    "Hmm, wait. Is that right? Let me think about it again.",
-    "I went left to right, and every step matched. Yes.",
-    "But did I read the problem correctly? I believe I did.",
-    "Let me reconsider the carries once more... they look fine.",
-    "Maybe I should look at the borrows again. No, they were right.",
-    "Am I overthinking this? Possibly. Still, let me make sure.",
-    "Could the order of the operations change anything? No, left to right.",
-    "Actually, wait. Let me look at the first step again... it is fine.",
-    "Did I copy every number from the problem? Yes, all of them.",
-    "Let me go over the columns one more time in my head. Fine.",
-    "Is there a trick in this problem? I do not see one.",
-    "Yes, I am fairly confident in that answer.",
-)
+# Second-guessing after the answer is given. The line restates no value, so it cannot corrupt the
+# answer (a re-check that redoes the columns can slip, a re-read can mis-copy: BENCHMARKS.md). It is
+# one line, repeated: a bank of 12 varied sentences was garbled by the 4M-parameter model after its
+# SFT budget, and the garbled text sometimes held a second, wrong \boxed{}.
+OVERTHINK_LINE = "Hmm, wait. Let me double-check that. Yes, it is right."
 
 
 def slipped_lines(a: int, b: int, op: str, rng: random.Random) -> tuple[list[str], int] | None:
@@ -169,7 +158,7 @@ def long_cot_response(
         n = 1
         while n < max_overthink and rng.random() < p_more:
             n += 1
-        extra = [OVERTHINK_LINES[rng.randrange(len(OVERTHINK_LINES))] for _ in range(n)]
+        extra = [OVERTHINK_LINE] * n
     think = "\n".join(lines)
     return "\n".join([f"<think>\n{think}\n</think>\n\\boxed{{{values[-1]}}}", *extra])
 

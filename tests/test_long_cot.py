@@ -8,7 +8,7 @@ import re
 import statistics
 
 from experiments.arith import Problem, column_lines, difficulty_level, make_problem
-from experiments.long_cot import OVERTHINK_LINES, generate_long_task, long_cot_response, main, slipped_lines
+from experiments.long_cot import OVERTHINK_LINE, generate_long_task, long_cot_response, main, slipped_lines
 from prompts.schema import load_prompt_rows
 
 
@@ -45,8 +45,8 @@ def test_rows_are_labelled_correctly_and_traces_end_in_the_answer():
         # The answer comes right after the thinking; what follows restates no value and boxes nothing.
         after = resp.split("</think>\n")[1].split("\n")
         assert after[0] == f"\\boxed{{{r['answer']}}}"
-        assert all(line in OVERTHINK_LINES for line in after[1:]), after
-    assert not any(ch.isdigit() or "boxed" in line for line in OVERTHINK_LINES for ch in line)
+        assert all(line == OVERTHINK_LINE for line in after[1:]), after
+    assert not any(ch.isdigit() for ch in OVERTHINK_LINE) and "boxed" not in OVERTHINK_LINE
 
 
 def test_slip_is_one_column_one_too_high_and_uncaught():
