@@ -41,8 +41,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from experiments.ray_node import free_port, stop_ray_node
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
@@ -265,12 +265,6 @@ def passed(target: str, killed: bool, resumed: bool, metrics: dict, left_behind:
 # -- the Ray head and the job --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ray_env() -> dict:
     """Token auth as demo.sh uses it (the token is generated once if there is none); `python`
     in the job's entrypoint is this venv's."""
@@ -321,18 +315,8 @@ class RayHead:
         raise TimeoutError(f"the Ray head's job server did not come up within {timeout_s:.0f}s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # its handler ends the raylet, GCS and workers
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session only
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=30)
+            stop_ray_node(self.proc)
         except subprocess.TimeoutExpired:
             pass
         self.log.close()

@@ -124,3 +124,33 @@ def test_train_args_put_the_users_overrides_last_and_validate():
     assert args[:4] == ["--config", config, "--base-dir", "/w"]
     assert planned_iterations(args) == 8
     assert planned_iterations(args[:-2]) == 6  # the chaos default
+
+
+def test_stop_ray_node_kills_what_ignores_sigterm_in_its_own_session_only(tmp_path):
+    """experiments/ray_node.py, shared by chaos.py's head and tests/ray_local.py's nodes: a node
+    (here a shell that ignores SIGTERM, with a child) is SIGKILLed with its process group after
+    the wait, and a process outside its session is untouched."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from experiments.ray_node import stop_ray_node
+
+    pid_file = tmp_path / "child"
+    node = subprocess.Popen(["sh", "-c", f"trap '' TERM; sleep 60 & echo $! > {pid_file}; wait"],
+                            start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        for _ in range(100):
+            if pid_file.is_file() and pid_file.read_text().strip():
+                break
+            time.sleep(0.05)
+        child = psutil.Process(int(pid_file.read_text()))
+        stop_ray_node(node, term_wait_s=0.5, kill_wait_s=5)
+        assert node.returncode == -9  # SIGTERM ignored, so it took the SIGKILL
+        child.wait(timeout=5)  # gone with its group (raises psutil.TimeoutExpired otherwise)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
