@@ -1,7 +1,9 @@
 """Learner failure survived in-run (issue 16 item 3), without Ray: which errors count as a dead
 rank, the learner group on fake actors (which rank died, restart from the checkpoint, the restart
-budget and its error), the loop's rewind, and going back to a hand-made checkpoint the way
-rl/train.py does after a restart (logs cut to the checkpoint's rows, sampler and RNG restored).
+budget and its error), the loop's rewind, going back to a hand-made checkpoint the way
+rl/train.py does after a restart (logs cut to the checkpoint's rows, sampler and RNG restored),
+and rl/train.py's own loop with fake engines, learner and verifier, where a rank dies in its
+update, its checkpoint save or the weight sync and the run must equal one where nothing died.
 
     pytest tests/test_learner_recovery.py -q   # a few seconds
 
@@ -407,3 +409,184 @@ def test_trainer_state_keeps_the_learner_counters_and_reads_older_checkpoints(tm
     assert d["learner_restarts"] == 2 and d["redone_iterations"] == 3
     old = {k: v for k, v in d.items() if k not in ("learner_restarts", "redone_iterations")}
     assert TrainerState.from_dict(old).learner_restarts == 0
+
+
+# -- rl/train.py's loop in a fake world: a learner rank dies mid-run ----------------------------------
+#
+# Engines, learner ranks and verifiers are fakes (no Ray, vLLM or DeepSpeed); the driver's own code
+# (sampler, rewards, metrics, logs, checkpoints, the restart) is real. The fake engine draws its
+# "generations" from the driver's `random`, so a redone iteration repeats the first attempt only if
+# the sampler and the driver RNG were restored; the fake learner's weights are a version number
+# (+1 per update) that its checkpoint keeps, so the engines' weights can be followed.
+
+
+class WorldLearner:
+    train_iteration, save, load, export_weights, ping = (_Method() for _ in range(5))
+
+    def __init__(self, policy: str, dies_at: dict):
+        self.policy, self.dies_at, self.dead, self.version, self.calls = policy, dict(dies_at), False, 0, []
+
+    def call(self, name, *args):
+        self.calls.append(name)
+        if self.calls.count(name) == self.dies_at.get(name):
+            self.dead = True
+        if self.dead:
+            return Ref(exc=ray.exceptions.ActorDiedError())
+        if name == "train_iteration":
+            self.version += 1
+            n = sum(len(mb) for mb in args[0])
+            return Ref(value={"steps": 1, "skipped_steps": 0, "grad_norm": 1.0, "loss": 0.5, "kl_k1": 0.0,
+                              "kl_k3": 0.0, "sequences": n, "entropy_sum": 0.0, "entropy_tokens": 1, "tokens": n})
+        if name == "save":
+            (Path(args[0]) / "version").write_text(str(self.version))
+        if name == "load":
+            self.version = int((Path(args[0]) / "version").read_text())
+        return Ref(value=self.version)
+
+
+class World:
+    """What rl.train starts, faked; `dies_at` applies to the first learner group only."""
+
+    def __init__(self, dies_at: dict):
+        self.dies_at, self.groups, self.synced = dies_at, [], []
+
+    def start_learners(self, cfg, policy, ranks):
+        ranks[:] = [WorldLearner(policy, self.dies_at if not self.groups else {})]
+        self.groups.append(ranks[0])
+
+    def engines(self, actor_cls, configs, timeout_s, *, export_weights, **kwargs):
+        world = self
+
+        class Engines:
+            restarts = 0
+
+            def start(self):
+                return []
+
+            def ready(self):
+                pass
+
+            def generate(self, requests, sampling):
+                from rollout.engine import Generation
+
+                return [Generation(i, [5] * (1 + int(random.random() * 4)), [-0.5], "stop",
+                                   "\\boxed{1}" if random.random() < 0.5 else "\\boxed{2}")
+                        for i in range(len(requests)) for _ in range(sampling.n)]
+
+            def sync_weights(self):
+                buckets, extra = export_weights()
+                for ref in [buckets, *extra]:
+                    if ref.exc is not None:  # the engine's load got the dead rank's error
+                        raise task_error(ref.exc)
+                world.synced.append((len(world.groups), buckets.value))  # (which group, its weights)
+
+        return Engines()
+
+
+class WorldScorer:
+    def __init__(self, cfg):
+        pass
+
+    def score_detailed(self, rows, texts, finish_reasons):
+        from rl.rewards.base import VerifyResult
+
+        return [VerifyResult(1.0, "correct") if "\\boxed{1}" in t else VerifyResult(0.0, "wrong") for t in texts]
+
+    def rewards(self, results):
+        return [r.score for r in results]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def world_inputs(tmp_path_factory):
+    from experiments.arith import generate
+    from experiments.tiny_model import build_tiny_checkpoint
+    from prompts.schema import write_jsonl
+
+    d = tmp_path_factory.mktemp("world")
+    write_jsonl(d / "train.jsonl", generate(seed=0, n_sft=1, n_train=40, n_eval=1)["train"])
+    build_tiny_checkpoint(d / "tiny", seed=0)
+    return d
+
+
+def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, name: str, *sets: str):
+    import rl.train
+
+    world = World(dies_at)
+    monkeypatch.setattr(rl.train, "connect_ray", lambda cfg: None)
+    monkeypatch.setattr(rl.train, "make_rollout_actor", lambda *a: None)
+    monkeypatch.setattr(rl.train, "EngineGroup", world.engines)
+    monkeypatch.setattr(rl.train, "start_learners", world.start_learners)
+    monkeypatch.setattr(rl.train, "Scorer", WorldScorer)
+    monkeypatch.setattr(rl.train, "ray", FakeRay())
+    monkeypatch.setattr(learner_group, "ray", FakeRay())
+    monkeypatch.setattr(learner_group.time, "sleep", lambda s: None)
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"run_name: {name}\noutput_dir: {tmp_path}\npolicy: {world_inputs / 'tiny'}\nseed: 5\n"
+                   f"data: {{train_file: {world_inputs / 'train.jsonl'}}}\niterations: 6\ncheckpoint_every: 2\n"
+                   "checkpoint_every_minutes: 0\ntensorboard: false\nprompts_per_iteration: 4\nsamples_to_log: 3\n"
+                   "rollout: {sampling: {n: 3, max_tokens: 64}}\nlearner: {minibatches_per_iteration: 1}\n"
+                   "sampler: {kind: prioritized, floor: 0.05}\n")
+    random.seed(11)  # the driver does not seed it (vLLM's sampling has its own seeds); the fake engine uses it
+    summary = rl.train.main(["--config", str(cfg), *[x for s in sets for x in ("--set", s)]])
+    run = tmp_path / name
+    metrics = [json.loads(line) for line in (run / METRICS_LOG).read_text().splitlines()]
+    samples = [json.loads(line) for line in (run / SAMPLES_LOG).read_text().splitlines()]
+    return world, summary, metrics, samples
+
+
+CLOCK = ("wall_s", "iteration_s", "weight_sync_s", "rollout_tokens_per_s", "learner_tokens_per_s")
+RESTART_KEYS = ("learner_restarts", "learner_restarts_total", "redone", "redone_iterations_total")
+
+
+def same_run(rows: list[dict]) -> list[dict]:
+    """A metrics row without its clock readings and restart bookkeeping."""
+    return [{k: v for k, v in r.items() if k not in CLOCK + RESTART_KEYS and not k.startswith("time_")} for r in rows]
+
+
+@pytest.mark.parametrize("dies_at, redone, sets", [
+    ({"train_iteration": 4}, [2, 3], []),  # iteration 3's update; the checkpoint is at 1
+    ({"save": 2}, [2, 3], ["tensorboard=true"]),  # iteration 3's checkpoint save, after its row was logged
+    ({"export_weights": 4}, [2, 3], []),  # iteration 3's weight sync
+    ({"train_iteration": 1}, [0], []),  # iteration 0, before any checkpoint: back to the initial state
+])
+def test_the_run_survives_a_learner_death_and_equals_a_run_where_nothing_died(
+        world_inputs, tmp_path, monkeypatch, capsys, dies_at, redone, sets):
+    _, calm_summary, calm, calm_samples = run_world(world_inputs, tmp_path, monkeypatch, {}, "calm", *sets)
+    world, summary, metrics, samples = run_world(world_inputs, tmp_path, monkeypatch, dies_at, "dies", *sets)
+    out = capsys.readouterr().out
+
+    assert [r["iteration"] for r in metrics] == [0, 1, 2, 3, 4, 5]  # each once
+    assert [r["iteration"] for r in metrics if r["redone"]] == redone
+    assert [r["learner_restarts"] for r in metrics] == [int(i == redone[0]) for i in range(6)]
+    assert metrics[-1]["learner_restarts_total"] == 1 and metrics[-1]["redone_iterations_total"] == len(redone)
+    assert [r["learner_restarts_total"] for r in calm] == [0] * 6 and not any(r["redone"] for r in calm)
+    # same sampler draws, generations, rewards and logged samples as the run where nothing died
+    assert same_run(metrics) == same_run(calm) and samples == calm_samples
+    assert summary["iterations"] == calm_summary["iterations"] == 6
+
+    first, second = world.groups
+    ckpt = tmp_path / "dies" / "checkpoints" / "iter_00001"
+    if redone[0] == 2:
+        assert second.policy == str(ckpt / "policy") and second.calls[0] == "load"
+        assert [v for g, v in world.synced if g == 2][0] == 2  # the restored weights (2 updates) to the engines
+        where = str(ckpt)
+    else:
+        assert second.policy == str(world_inputs / "tiny") and "load" not in second.calls
+        assert world.synced[0] == (2, 0)  # the initial weights, from the new group
+        where = f"the initial policy {world_inputs / 'tiny'} (no checkpoint yet)"
+    assert world.synced[-1] == (2, 6)  # six updates in the end, as without the death
+    iters = "iterations 2..3" if redone == [2, 3] else "iteration 0"
+    assert f"learner rank 0 died at iteration {redone[-1]}: restarted the learner group from {where}, redoing {iters}" \
+        in out
+
+
+def test_a_learner_death_with_no_restart_left_stops_naming_the_rank_and_the_checkpoint(
+        world_inputs, tmp_path, monkeypatch):
+    with pytest.raises(LearnerRestartsExhausted) as e:
+        run_world(world_inputs, tmp_path, monkeypatch, {"train_iteration": 4}, "dies", "learner.max_restarts=0")
+    msg = str(e.value)
+    assert msg.startswith("learner rank 0 died at iteration 3 (")
+    assert f"--resume, which continues from {tmp_path / 'dies' / 'checkpoints' / 'iter_00001'}" in msg
