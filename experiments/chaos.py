@@ -30,9 +30,10 @@ What it does, the way experiments/demo.sh runs the demo:
 The run passes when it reaches its last iteration (resumed only if the driver was killed),
 metrics.jsonl has every iteration exactly once (a resume, or an in-run learner restart, cuts the
 rows of the iterations it redoes; the report says how many, and which rows are redone), a killed
-learner shows as a learner restart in the metrics, and nothing is left behind. The policy is runs/demo/checkpoint when `make demo` made
-it, else a random tiny model (rewards 0: the loop is under test, not learning); the task data is
-data/arith when present, else a small generated copy in the work directory.
+learner shows as a learner restart in the metrics, and nothing is left behind. The policy is
+runs/demo/checkpoint when `make demo` made it, else a random tiny model (rewards 0: the loop is
+under test, not learning); the task data is data/arith when present, else a small generated copy
+in the work directory.
 """
 
 from __future__ import annotations
