@@ -6,7 +6,8 @@ Why these choices:
   tagging CLI too), one ASCII character is one token (so the arithmetic trace is easy to learn),
   and it is the same tokenizer family as Qwen2, so nothing here is special-cased downstream.
 - Qwen2 architecture: supported by `transformers` and vLLM's CPU and GPU backends; sized after
-  the measurement in ENVIRONMENT.md (a ~4M-parameter Qwen2 learns carry traces in minutes).
+  a measurement (a ~4M-parameter Qwen2 learns carry traces in minutes; docs/INSTALL.md, "The
+  tiny policy is big enough").
 - ChatML chat template with `<think>`/`</think>` as single added tokens, the format the RL
   verifier expects; `<|im_end|>` ends a turn and is the EOS for generation.
 

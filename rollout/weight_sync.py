@@ -10,7 +10,8 @@ On a GPU cluster with a large model the same two calls map onto vLLM's NCCL weig
 engine (`vllm.distributed.weight_transfer`); the bucket format stays the contract.
 
 `WeightSyncExtension` is passed to vLLM as `worker_extension_cls`, which is how vLLM lets us
-add methods to its workers without `VLLM_ALLOW_INSECURE_SERIALIZATION` (ENVIRONMENT.md §4).
+add methods to its workers without `VLLM_ALLOW_INSECURE_SERIALIZATION` (docs/INSTALL.md,
+"Weight sync without insecure serialization").
 """
 
 from __future__ import annotations
