@@ -47,7 +47,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.tiny_model import SPECIAL_TOKENS, THINK_TOKENS
+from experiments.tiny_model import build_tokenizer, padded_vocab_size, write_build_files
 
 # Kimi-K2.5's media tokens (names the vLLM / transformers kimi_k25 code looks up).
 MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_END = "<|media_begin|>", "<|media_content|>", "<|media_end|>"
@@ -122,27 +122,9 @@ def preprocessor_config() -> dict[str, Any]:
 def build_vlm_tokenizer(with_media: bool = True):
     """The tiny_model byte-level tokenizer (same ids for bytes, ChatML specials, think tags) plus
     Kimi's media tokens and a chat template that emits the image placeholder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from experiments.tiny_model import CHAT_TEMPLATE
-
-    byte_chars = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL_TOKENS)
-    tok.add_tokens(THINK_TOKENS)
-    if with_media:
-        tok.add_special_tokens(MEDIA_TOKENS)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE_VLM if with_media else CHAT_TEMPLATE,
-        model_max_length=2048,
-    )
+    if not with_media:
+        return build_tokenizer(2048)
+    return build_tokenizer(2048, extra_special_tokens=MEDIA_TOKENS, chat_template=CHAT_TEMPLATE_VLM)
 
 
 def deepseek_v3_text_config(
@@ -168,9 +150,8 @@ def deepseek_v3_text_config(
     far from uniform and engine disagreements show)."""
     from transformers import DeepseekV3Config
 
-    vocab_size = ((len(tokenizer) + 63) // 64) * 64
     return DeepseekV3Config(
-        vocab_size=vocab_size,
+        vocab_size=padded_vocab_size(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         moe_intermediate_size=moe_intermediate_size,
@@ -218,12 +199,6 @@ def _randomize_router_bias(model, seed: int, std: float = 0.02) -> None:
                 buf.copy_(torch.randn(buf.shape, generator=g) * std)
 
 
-def _write_generation_config(out: Path, tokenizer) -> None:
-    from transformers import GenerationConfig
-
-    GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
-
-
 def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs) -> Path:
     """Write a randomly initialised tiny DeepSeek-V3 MoE (MLA, 4 experts top-2, 1 shared expert)
     and the byte-level tokenizer to `out_dir`; loads as DeepseekV3ForCausalLM in both engines."""
@@ -240,10 +215,8 @@ def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs)
     _randomize_router_bias(model, seed)
     model.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _write_generation_config(out, tokenizer)
-    meta = {"built_by": "experiments.tiny_vlm.build_tiny_moe_checkpoint", "seed": seed,
-            "params": model.num_parameters()}
-    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_build_files(out, tokenizer, {"built_by": "experiments.tiny_vlm.build_tiny_moe_checkpoint", "seed": seed,
+                                       "params": model.num_parameters()})
     return out
 
 
@@ -317,12 +290,11 @@ def build_tiny_vlm_checkpoint(
     from rl.modeling import save_hf
 
     save_hf(model, tokenizer, out)  # Hub key names and vLLM's architecture name (rl/modeling.py)
-    _write_generation_config(out, tokenizer)
-    meta = {"built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
-            "params": model.num_parameters(),
-            "vision_params": sum(p.numel() for p in model.model.vision_tower.parameters()),
-            "projector_params": sum(p.numel() for p in model.model.mm_projector.parameters())}
-    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_build_files(out, tokenizer, {
+        "built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
+        "params": model.num_parameters(),
+        "vision_params": sum(p.numel() for p in model.model.vision_tower.parameters()),
+        "projector_params": sum(p.numel() for p in model.model.mm_projector.parameters())})
     return out
 
 
