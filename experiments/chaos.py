@@ -3,7 +3,7 @@ at a chosen iteration, and report whether the run survived it.
 
     python experiments/chaos.py --target engine-core --at-iteration 2
     python experiments/chaos.py --target driver --at-iteration 2          # then resubmitted with --resume
-    python experiments/chaos.py --target learner --at-iteration 1 --resume-on-failure
+    python experiments/chaos.py --target learner --at-iteration 2         # restarted in-run, no --resume
 
 Targets (found by pid with psutil among the processes of the Ray head this script starts):
   engine-core   a vLLM EngineCore process ("VLLM::EngineCore")
@@ -28,10 +28,12 @@ What it does, the way experiments/demo.sh runs the demo:
    report (also written to <workdir>/chaos_report.json).
 
 The run passes when it reaches its last iteration (resumed only if the driver was killed),
-metrics.jsonl has every iteration exactly once (a resume cuts redone rows, and the report says
-how many), and nothing is left behind. The policy is runs/demo/checkpoint when `make demo` made
-it, else a random tiny model (rewards 0: the loop is under test, not learning); the task data is
-data/arith when present, else a small generated copy in the work directory.
+metrics.jsonl has every iteration exactly once (a resume, or an in-run learner restart, cuts the
+rows of the iterations it redoes; the report says how many, and which rows are redone), a killed
+learner shows as a learner restart in the metrics, and nothing is left behind. The policy is
+runs/demo/checkpoint when `make demo` made it, else a random tiny model (rewards 0: the loop is
+under test, not learning); the task data is data/arith when present, else a small generated copy
+in the work directory.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +50,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from experiments.ray_node import free_port, stop_ray_node
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
@@ -242,8 +244,30 @@ def check_iterations(iterations: list[int], planned: int) -> dict:
 
 
 def resume_dropped_rows(log: str) -> int:
-    """metrics.jsonl rows a --resume cut back (iterations redone), from rl/train.py's log."""
+    """metrics.jsonl rows a --resume or an in-run learner restart cut back (iterations redone), from
+    rl/train.py's log."""
     return sum(int(n) for n in re.findall(r"dropped (\d+) from metrics\.jsonl", log))
+
+
+def learner_restart_lines(log: str) -> list[str]:
+    """rl/train.py's line for each in-run learner restart ("learner rank R died at iteration I:
+    restarted the learner group from ..., redoing iterations A..B")."""
+    return re.findall(r"learner ranks? [\d, ]+ died at iteration \d+: restarted the learner group [^\n]*", log)
+
+
+def redone_rows(path: Path) -> list[int]:
+    """Iterations whose metrics.jsonl row is marked redone (replacing rows a learner restart cut)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            row = json.loads(line) if line.endswith("\n") else {}
+        except ValueError:
+            continue
+        if row.get("redone") and isinstance(row.get("iteration"), int):
+            out.append(row["iteration"])
+    return out
 
 
 def job_outcome(log: str, returncode: int | None) -> str:
@@ -258,17 +282,14 @@ def job_outcome(log: str, returncode: int | None) -> str:
 
 
 def passed(target: str, killed: bool, resumed: bool, metrics: dict, left_behind: int) -> bool:
+    """Survived: the last iteration reached, each once, nothing left behind, resumed only after the
+    driver's death, and a killed learner rank replaced in-run (the redo recorded in the metrics)."""
+    recorded = target != "learner" or (metrics.get("learner_restarts_total") or 0) >= 1
     return (killed and metrics["reached_last"] and metrics["each_once"] and left_behind == 0
-            and resumed == (target == "driver"))
+            and resumed == (target == "driver") and recorded)
 
 
 # -- the Ray head and the job --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_env() -> dict:
@@ -321,18 +342,8 @@ class RayHead:
         raise TimeoutError(f"the Ray head's job server did not come up within {timeout_s:.0f}s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # its handler ends the raylet, GCS and workers
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session only
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=30)
+            stop_ray_node(self.proc)
         except subprocess.TimeoutExpired:
             pass
         self.log.close()
@@ -530,6 +541,10 @@ def run_chaos(a: argparse.Namespace) -> dict:
     logs = "".join(j.text() for j in jobs)
     m["resume_dropped_rows"] = resume_dropped_rows(logs)
     m["engine_restarts_total"] = last_value(metrics_path, "engine_restarts_total")
+    m["learner_restarts_total"] = last_value(metrics_path, "learner_restarts_total")
+    m["redone_iterations_total"] = last_value(metrics_path, "redone_iterations_total")
+    m["redone_rows"] = redone_rows(metrics_path)
+    m["learner_restarts_logged"] = learner_restart_lines(logs)
     report["metrics"] = m
     report["jobs"] = [{"submission_id": j.submission_id, "outcome": j.outcome, "wall_s": round(j.wall_s, 1),
                        "log": str(j.log)} for j in jobs]

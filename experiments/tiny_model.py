@@ -6,7 +6,8 @@ Why these choices:
   tagging CLI too), one ASCII character is one token (so the arithmetic trace is easy to learn),
   and it is the same tokenizer family as Qwen2, so nothing here is special-cased downstream.
 - Qwen2 architecture: supported by `transformers` and vLLM's CPU and GPU backends; sized after
-  the measurement in ENVIRONMENT.md (a ~4M-parameter Qwen2 learns carry traces in minutes).
+  a measurement (a ~4M-parameter Qwen2 learns carry traces in minutes; docs/INSTALL.md, "The
+  tiny policy is big enough").
 - ChatML chat template with `<think>`/`</think>` as single added tokens, the format the RL
   verifier expects; `<|im_end|>` ends a turn and is the EOS for generation.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Sequence
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -34,8 +36,11 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 
 
-def build_tokenizer(model_max_length: int = 2048):
-    """A byte-level tokenizer with 256 byte tokens, ChatML specials and think tags."""
+def build_tokenizer(model_max_length: int = 2048, extra_special_tokens: Sequence[str] = (),
+                    chat_template: str = CHAT_TEMPLATE):
+    """A byte-level tokenizer with 256 byte tokens, ChatML specials and think tags; then
+    `extra_special_tokens` (a VLM's media tokens), so the ids before them are the same for every
+    tiny checkpoint."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,13 +51,29 @@ def build_tokenizer(model_max_length: int = 2048):
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL_TOKENS)
     tok.add_tokens(THINK_TOKENS)
+    if extra_special_tokens:
+        tok.add_special_tokens(list(extra_special_tokens))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=model_max_length,
     )
+
+
+def padded_vocab_size(tokenizer) -> int:
+    """The embedding rows for `tokenizer`: its size padded to a multiple of 64 for kernels."""
+    return ((len(tokenizer) + 63) // 64) * 64
+
+
+def write_build_files(out: Path, tokenizer, meta: dict[str, Any]) -> None:
+    """What every tiny checkpoint carries besides its weights and tokenizer: a generation config
+    (EOS and pad from the tokenizer) and `thinkrl_build.json` (who built it, seed, sizes)."""
+    from transformers import GenerationConfig
+
+    GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
+    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def build_tiny_checkpoint(
@@ -67,14 +88,13 @@ def build_tiny_checkpoint(
 ) -> Path:
     """Write a randomly initialised tiny Qwen2 + tokenizer to `out_dir` and return it."""
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(max_positions)
-    vocab_size = ((len(tokenizer) + 63) // 64) * 64  # pad to a multiple of 64 for kernels
     config = Qwen2Config(
-        vocab_size=vocab_size,
+        vocab_size=padded_vocab_size(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
@@ -92,11 +112,8 @@ def build_tiny_checkpoint(
     model = Qwen2ForCausalLM(config)
     model.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    ).save_pretrained(out)
-    meta = {"built_by": "experiments.tiny_model", "seed": seed, "params": model.num_parameters()}
-    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_build_files(out, tokenizer, {"built_by": "experiments.tiny_model", "seed": seed,
+                                       "params": model.num_parameters()})
     return out
 
 

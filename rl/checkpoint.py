@@ -19,7 +19,9 @@ before it fall back to the newest directory with a state file).
 Resume equals never stopping for the logs: the state records how many rows of each per-iteration
 log (metrics.jsonl, samples.jsonl) were written through its iteration, and `prepare_run_dir` cuts
 the logs back to those rows before the run goes on, so redone iterations replace their rows (the
-issue measured 0, 1, 2, 3, 2, 3, 4, ... after a resume that appended).
+issue measured 0, 1, 2, 3, 2, 3, 4, ... after a resume that appended). A learner rank that dies
+in-run sends the run back to its latest checkpoint the same way, without a new process
+(rl/train.py, rl/learner_group.py): `prepare_run_dir` and `restore_driver` serve both.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class TrainerState:
     rng: dict[str, Any] | None = None  # `rng_state()` of the driver
     skipped_updates: int = 0  # running count of iterations without an optimizer step
     engine_restarts: int = 0  # running count of engines replaced after dying (rollout.recovery)
+    learner_restarts: int = 0  # running count of learner group restarts after a rank died (rl.learner_group)
+    redone_iterations: int = 0  # running count of iterations redone after those restarts
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainerState":
@@ -80,19 +84,28 @@ class ResumePoint:
     def start_iteration(self) -> int:
         return 0 if self.state is None else self.state.iteration + 1
 
+    def policy(self, initial: str) -> str:
+        """The policy the learner starts from: the checkpoint's, else the run's `initial` one."""
+        return initial if self.checkpoint is None else str(self.checkpoint / "policy")
+
     def describe(self) -> str:
         """What a resume did, for the run's log."""
         if self.checkpoint is None:
-            lines = ["--resume: no complete checkpoint yet, starting at iteration 0"]
+            first = "--resume: no complete checkpoint yet, starting at iteration 0"
         else:
-            lines = [f"resuming from {self.checkpoint} at iteration {self.start_iteration}"]
+            first = f"resuming from {self.checkpoint} at iteration {self.start_iteration}"
+        return "\n".join([first, *self.log_changes()])
+
+    def log_changes(self) -> list[str]:
+        """What was cut from the logs, and rows they lack (also printed after a learner restart)."""
+        lines = []
         dropped = [f"{n} from {name}" for name, n in self.dropped_rows.items() if n]
         if dropped:
             lines.append(f"  logs cut back to the checkpoint (redone iterations, a torn last line): "
                          f"dropped {' and '.join(dropped)} rows")
         for name, n in self.missing_rows.items():
             lines.append(f"  warning: {name} has {n} rows fewer than the checkpoint recorded")
-        return "\n".join(lines)
+        return lines
 
 
 class RunExistsError(FileExistsError):
@@ -309,19 +322,23 @@ def truncate_jsonl(path: str | Path, rows: int) -> tuple[int, int]:
     return kept, dropped
 
 
-def prepare_run_dir(run_dir: str | Path, resume: bool) -> ResumePoint:
+def prepare_run_dir(run_dir: str | Path, resume: bool, initial: TrainerState | None = None) -> ResumePoint:
     """Without resume: refuse a directory an earlier run wrote to. With resume: the latest complete
-    checkpoint (or none: start over at iteration 0), and each run log cut back to the rows
-    written through that checkpoint's iteration."""
+    checkpoint (or none: start over at iteration 0, from the `initial` state when one is given),
+    and each run log cut back to the rows written through that checkpoint's iteration.
+
+    `initial` is the driver's state before iteration 0 (`iteration` -1, no log rows), which a
+    learner restart before the first checkpoint goes back to (rl/train.py); a resumed process
+    has none and starts afresh."""
     run_dir = Path(run_dir)
     if not resume:
         refuse_existing_run(run_dir)
         return ResumePoint()
     ckpt = latest_checkpoint(run_dir)
-    state = load_trainer_state(ckpt) if ckpt is not None else None
+    state = load_trainer_state(ckpt) if ckpt is not None else initial
     point = ResumePoint(ckpt, state)
     for name in RUN_LOGS:
-        if state is None:
+        if state is None or ckpt is None:
             want = 0
         elif state.log_rows is not None:
             want = state.log_rows.get(name, 0)
@@ -333,3 +350,13 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> ResumePoint:
         if kept < want:
             point.missing_rows[name] = want - kept
     return point
+
+
+def restore_driver(state: TrainerState | None, sampler: Any) -> None:
+    """The sampler (pass-rate tracker and its RNG) and the driver's RNG as `state` left them
+    (nothing for a run that starts afresh): the same for a resume and a learner restart."""
+    if state is None:
+        return
+    sampler.load_state_dict(state.sampler)
+    if state.rng is not None:
+        set_rng_state(state.rng)

@@ -97,6 +97,13 @@ class LearnerConfig(_Strict):
         "Rollout and learning take turns, so one rank may use every core of its node"
     )
     timeout_s: float = Field(1800, gt=0, description="Upper bound on one learner call")
+    max_restarts: int = Field(
+        3, ge=0, description="A learner rank that dies takes its group down: every rank is started again from the "
+        "latest complete checkpoint (or the initial policy), the run logs are cut back to it and the iterations "
+        "since are redone (rl.learner_group); after this many restarts in a row (before the run gets past the "
+        "iteration of the last death) the run stops with an error naming the rank and the checkpoint to resume "
+        "from (0: stop at the first death)"
+    )
 
 
 class ObjectiveConfig(_Strict):

@@ -69,8 +69,8 @@ class DistInfo:
 
 
 def bf16_supported() -> bool:
-    """bf16 is fast on GPUs from Ampere on and on CPUs with AMX/AVX512-BF16 (ENVIRONMENT.md:
-    ~7x fp32 on this box); elsewhere we keep fp32."""
+    """bf16 is fast on GPUs from Ampere on and on CPUs with AMX/AVX512-BF16 (docs/INSTALL.md,
+    "bf16 on CPU": ~7x fp32 on this box); elsewhere we keep fp32."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:

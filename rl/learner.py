@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,10 @@ class Learner:
 
         host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
         return f"{host}:{free_port()}"
+
+    def ping(self) -> int:
+        """This rank's pid: it answers, so its actor is alive (rl.learner_group probes ranks with it)."""
+        return os.getpid()
 
     def setup(self, policy: str, ds: DeepSpeedConfig | dict, rank: int, world_size: int, master: str,
               tokens_per_microbatch: int, row_tokens: int, seed: int, freeze_vision: bool = False,

@@ -23,7 +23,12 @@ eval / checkpoint / metrics.
 An engine whose actor or EngineCore dies is replaced in-run with the current weights and its lost
 requests are generated again (`rollout.recovery.EngineGroup`, counted as `engine_restarts`);
 `rollout.max_engine_restarts` failures in a row of one engine end the run, naming the checkpoint
-to resume from.
+to resume from. A learner rank that dies takes its group down: every rank is started again from
+the latest complete checkpoint (the initial policy before the first one), the logs are cut back
+to it and the driver's state restored as --resume does, the engines get the restored weights, and
+the iterations since the checkpoint are redone (`rl.learner_group`; `learner_restarts` and
+`redone` in the metrics); `learner.max_restarts` restarts in a row end the run, naming the rank
+and the checkpoint to resume from.
 
 However the run ends (done, an exception, Ctrl-C, SIGTERM from `ray job stop` or `kill`),
 `stop_run` stops the engines (each EngineCore included), the learner ranks and the verifier pool
@@ -50,12 +55,13 @@ import torch
 from prompts.images import row_images
 from prompts.schema import load_prompt_rows
 from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
-                           prepare_run_dir, rng_state, save_trainer_state, set_rng_state)
+                           prepare_run_dir, restore_driver, rng_state, save_trainer_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
 from rl.learner import Episode, Learner, plan_minibatches, shard_groups
-from rl.metrics import RunLogger
+from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_message
+from rl.metrics import RUN_LOGS, RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
 from rl.rollout_stats import iteration_metrics, sample_records, skip_message
@@ -89,10 +95,13 @@ def connect_ray(cfg: RLConfig) -> None:
                  log_to_driver=False)
 
 
-def start_learners(cfg: RLConfig, policy: str) -> list:
+def start_learners(cfg: RLConfig, policy: str, ranks: list | None = None) -> list:
+    """The learner rank actors, set up from `policy`. They go into `ranks` (in place) before they
+    are waited on, so that a teardown or a learner restart holding that list finds them."""
     lc = cfg.learner
     actor = ray.remote(num_cpus=lc.actor_num_cpus, num_gpus=lc.actor_num_gpus)(Learner)
-    ranks = [actor.remote(lc.threads) for _ in range(lc.num_ranks)]
+    ranks = [] if ranks is None else ranks
+    ranks[:] = [actor.remote(lc.threads) for _ in range(lc.num_ranks)]
     single_node = len([n for n in ray.nodes() if n["Alive"]]) == 1
     master = ray.get(ranks[0].address.remote(single_node), timeout=120)
     ray.get([r.setup.remote(policy, lc.deepspeed.model_dump(), i, lc.num_ranks, master,
@@ -128,13 +137,13 @@ def stop_run(run: RunActors, timeout_s: float = ENGINE_CLOSE_TIMEOUT_S) -> None:
             ray.kill(actor)
 
 
-def save_checkpoint(run_dir: Path, learners: list, state: TrainerState, cfg: RLConfig) -> None:
+def save_checkpoint(run_dir: Path, learners: LearnerGroup, state: TrainerState, cfg: RLConfig) -> None:
     """Every rank writes into a staging directory, the trainer state goes in last, and only then
     is it renamed and marked as the latest (rl/checkpoint.py): a crash mid-save leaves the previous
-    checkpoint as the one --resume uses."""
+    checkpoint as the one --resume (or a learner restart) uses."""
     t = time.perf_counter()
     staging = begin_checkpoint(run_dir, state.iteration)
-    ray.get([lr.save.remote(str(staging)) for lr in learners], timeout=cfg.learner.timeout_s)
+    learners.run(lambda rank, actor: actor.save.remote(str(staging)))
     save_trainer_state(staging, state)
     ck, removed = commit_checkpoint(staging, cfg.keep_checkpoints)
     gone = f", removed {', '.join(p.name for p in removed)}" if removed else ""
@@ -186,12 +195,10 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
 
     # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
     resume = prepare_run_dir(run_dir, args.resume)
-    ckpt, state, start_iter, policy = resume.checkpoint, resume.state, resume.start_iteration, cfg.policy
+    ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
+    policy = resume.policy(cfg.policy)
     if args.resume:
         print(resume.describe(), flush=True)
-    if state is not None:
-        sampler.load_state_dict(state.sampler)
-        policy = str(ckpt / "policy")
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
@@ -206,7 +213,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     def export_weights():
         """The learner's current policy as weight buckets (rank 0's ref) and the other ranks' refs:
         ZeRO-3 shards the weights, so every rank takes part in gathering them."""
-        exports = [lr.export_weights.remote(dtype=sync_dtype) for lr in (learners if zero3 else learners[:1])]
+        ranks = learners.ranks if zero3 else learners.ranks[:1]
+        exports = [lr.export_weights.remote(dtype=sync_dtype) for lr in ranks]
         return exports[0], exports[1:]
 
     def resume_hint() -> str | None:
@@ -218,9 +226,11 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                           rc.timeout_s, max_restarts=rc.max_engine_restarts, export_weights=export_weights,
                           resume_hint=resume_hint)
     run.engines = engines.start()  # the group's list: replacements are stopped too
-    learners = run.learners = start_learners(cfg, policy)
-    if ckpt is not None:
-        ray.get([lr.load.remote(str(ckpt)) for lr in learners], timeout=cfg.learner.timeout_s)
+    # A rank that dies takes the group down; it is started again from the latest checkpoint.
+    learners = LearnerGroup(lambda ranks, pol: start_learners(cfg, pol, ranks), cfg.learner.timeout_s,
+                            max_restarts=cfg.learner.max_restarts, resume_hint=resume_hint)
+    run.learners = learners.ranks  # the group's list, as for the engines
+    learners.start(policy, ckpt, iteration=start_iter)
     engines.ready()
     scorer = run.scorer = Scorer(cfg.reward)
     generate = engines.generate  # an engine that dies is replaced and its requests generated again
@@ -238,125 +248,161 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     last_iter_s = 0.0
     skipped_updates = state.skipped_updates if state else 0
     restarts_before = state.engine_restarts if state else 0  # engines replaced before this process
-    if state is not None and state.rng is not None:
-        set_rng_state(state.rng)
+    # Learner restarts and redone iterations before this process; both keep counting through a
+    # learner restart (events that happened), unlike the per-iteration counters above.
+    learner_restarts_before = state.learner_restarts if state else 0
+    redone_before, redone, redone_until = (state.redone_iterations if state else 0), 0, -1
+    logged_learner_restarts = learner_restarts_before  # the total as of the last metrics row
+    restore_driver(state, sampler)  # sampler and driver RNG as the checkpoint left them
+    # What a learner restart before the first checkpoint goes back to: the run as it is now.
+    initial = TrainerState(-1, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval,
+                           {name: 0 for name in RUN_LOGS}, rng_state(), skipped_updates=skipped_updates,
+                           engine_restarts=restarts_before, learner_restarts=learner_restarts_before,
+                           redone_iterations=redone_before)
     last_ckpt_t = time.perf_counter()
 
     # -- the loop ------------------------------------------------------------------------------
+    iterations = Iterations(start_iter, cfg.iterations)  # a learner restart sends it back to a checkpoint
     it = start_iter
-    for it in range(start_iter, cfg.iterations):
-        t_iter = time.perf_counter()
-        restarts_at_start = engines.restarts
-        times: dict[str, float] = {}
+    for it in iterations:
+        try:
+            t_iter = time.perf_counter()
+            restarts_at_start = engines.restarts
+            times: dict[str, float] = {}
 
-        # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
-        # item under a deadline). With dynamic filtering, groups whose k samples were all right or
-        # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
-        chosen, gens, results, images, n_too_long = [], [], [], [], 0
-        want, kept_ids, n_filtered = cfg.prompts_per_iteration, [], 0
-        for _round in range(2 if sampler_cfg_filters else 1):
-            ids = sampler.sample(want, it, exclude=chosen)
-            too_long = [i for i in ids if prompt_len[i] > cfg.data.max_prompt_tokens]
-            ids = [i for i in ids if i not in too_long]
-            n_too_long += len(too_long)
+            # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
+            # item under a deadline). With dynamic filtering, groups whose k samples were all right or
+            # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
+            chosen, gens, results, images, n_too_long = [], [], [], [], 0
+            want, kept_ids, n_filtered = cfg.prompts_per_iteration, [], 0
+            for _round in range(2 if sampler_cfg_filters else 1):
+                ids = sampler.sample(want, it, exclude=chosen)
+                too_long = [i for i in ids if prompt_len[i] > cfg.data.max_prompt_tokens]
+                ids = [i for i in ids if i not in too_long]
+                n_too_long += len(too_long)
+                t = time.perf_counter()
+                requests = [request(i) for i in ids]
+                new_gens = generate(requests, rc.sampling)
+                times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
+                t = time.perf_counter()
+                new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
+                                                    [g.text for g in new_gens], [g.finish_reason for g in new_gens])
+                times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
+                per_prompt: list[list[float]] = [[] for _ in ids]
+                for g, r in zip(new_gens, new_results):
+                    per_prompt[g.prompt_index].append(r.score)
+                    g.prompt_index += len(chosen)  # index into the iteration's `chosen`
+                chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
+                images += [getattr(q, "images", []) for q in requests]
+                scored = list(zip(ids, per_prompt))
+                sampler.update(it, scored)
+                kept_now, filtered_now = sampler.filter_groups(scored)
+                kept_ids += kept_now
+                n_filtered += filtered_now
+                want = filtered_now
+                if not want:
+                    break
+            kept = {pid for pid, _ in kept_ids}
+            by_prompt: dict[int, list[int]] = {}
+            for j, g in enumerate(gens):
+                by_prompt.setdefault(g.prompt_index, []).append(j)
+
+            # 4. rewards: verifier score + weighted k1.5 length reward (per prompt group)
+            lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32)
+            correct = torch.tensor([r.score for r in results], dtype=torch.float32)
+            group_ids = torch.tensor([g.prompt_index for g in gens])
+            len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
+            len_reward = length_penalty(lengths, correct, group_ids)
+            rewards = torch.tensor(scorer.rewards(results), dtype=torch.float32) + len_w * len_reward
+
+            # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
+            groups = [p for p in by_prompt if chosen[p] in kept]
+            # Image prompts: the engine's expanded prompt ids and the same decoded images.
+            episodes = {
+                j: Episode(g.prompt_index, g.prompt_token_ids or prompt_ids[chosen[g.prompt_index]], g.token_ids,
+                           float(rewards[j]), float(sum(g.logprobs)), images[g.prompt_index])
+                for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
+            }
             t = time.perf_counter()
-            requests = [request(i) for i in ids]
-            new_gens = generate(requests, rc.sampling)
-            times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
+            n_ranks = len(learners)
+            # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
+            minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
+            per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
+            stats = learners.run(lambda r, lr: lr.train_iteration.remote(
+                per_rank[r], [len(g) for g in minibatches], cfg.objective.tau, cfg.objective.baseline,
+                cfg.objective.ref_logprobs == "engine", cfg.learner.reset_optimizer_each_iteration))
+            times["time_learn_s"] = time.perf_counter() - t
+
+            # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
+            # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
             t = time.perf_counter()
-            new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
-                                                [g.text for g in new_gens], [g.finish_reason for g in new_gens])
-            times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
-            per_prompt: list[list[float]] = [[] for _ in ids]
-            for g, r in zip(new_gens, new_results):
-                per_prompt[g.prompt_index].append(r.score)
-                g.prompt_index += len(chosen)  # index into the iteration's `chosen`
-            chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
-            images += [getattr(q, "images", []) for q in requests]
-            scored = list(zip(ids, per_prompt))
-            sampler.update(it, scored)
-            kept_now, filtered_now = sampler.filter_groups(scored)
-            kept_ids += kept_now
-            n_filtered += filtered_now
-            want = filtered_now
-            if not want:
-                break
-        kept = {pid for pid, _ in kept_ids}
-        by_prompt: dict[int, list[int]] = {}
-        for j, g in enumerate(gens):
-            by_prompt.setdefault(g.prompt_index, []).append(j)
+            with learners.guard():  # a rank that dies while exporting is a learner death
+                engines.sync_weights()
+            times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
 
-        # 4. rewards: verifier score + weighted k1.5 length reward (per prompt group)
-        lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32)
-        correct = torch.tensor([r.score for r in results], dtype=torch.float32)
-        group_ids = torch.tensor([g.prompt_index for g in gens])
-        len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
-        len_reward = length_penalty(lengths, correct, group_ids)
-        rewards = torch.tensor(scorer.rewards(results), dtype=torch.float32) + len_w * len_reward
-
-        # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
-        groups = [p for p in by_prompt if chosen[p] in kept]
-        # Image prompts: the engine's expanded prompt ids and the same decoded images.
-        episodes = {
-            j: Episode(g.prompt_index, g.prompt_token_ids or prompt_ids[chosen[g.prompt_index]], g.token_ids,
-                       float(rewards[j]), float(sum(g.logprobs)), images[g.prompt_index])
-            for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
-        }
-        t = time.perf_counter()
-        n_ranks = len(learners)
-        # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
-        minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
-        per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
-        stats = ray.get([
-            lr.train_iteration.remote(per_rank[r], [len(g) for g in minibatches], cfg.objective.tau,
-                                      cfg.objective.baseline, cfg.objective.ref_logprobs == "engine",
-                                      cfg.learner.reset_optimizer_each_iteration)
-            for r, lr in enumerate(learners)
-        ], timeout=cfg.learner.timeout_s)
-        times["time_learn_s"] = time.perf_counter() - t
-
-        # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
-        # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
-        t = time.perf_counter()
-        engines.sync_weights()
-        times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
-
-        # 7. eval, checkpoint, metrics
-        elapsed = time.perf_counter() - t_start
-        last_iter_s = time.perf_counter() - t_iter
-        eval_s = (last_eval or {}).get("wall_s", 0.0)
-        out_of_time = cfg.time_budget_s is not None and elapsed + last_iter_s + eval_s > cfg.time_budget_s
-        is_last = it == cfg.iterations - 1 or out_of_time
-        eval_now = None
-        if eval_rows and (is_last or (cfg.eval.every and (it + 1) % cfg.eval.every == 0)):
-            t = time.perf_counter()
-            eval_now = last_eval = run_eval(it + 1)
-            times["time_eval_s"] = time.perf_counter() - t
-        metrics = iteration_metrics(
-            it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
-            stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
-            groups_kept=len(groups), minibatches=len(minibatches),
-        )
-        skipped_updates += metrics["skipped_update"]
-        metrics["skipped_updates_total"] = skipped_updates
-        metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration
-        metrics["engine_restarts_total"] = restarts_before + engines.restarts
-        metrics["wall_s"] = time.perf_counter() - t_start
-        logger.log(metrics)
-        logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
-                                      rewards, len_reward, tokenizer, cfg.samples_to_log, cfg.seed))
-        print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
-              f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
-              f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
-              flush=True)
-        if (skipped := skip_message(it, metrics)) is not None:
-            print(skipped, flush=True)
-        if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
-                          time.perf_counter() - last_ckpt_t):
-            save_checkpoint(run_dir, learners, TrainerState(
-                it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
-                rng_state(), skipped_updates, restarts_before + engines.restarts), cfg)
+            # 7. eval, checkpoint, metrics
+            elapsed = time.perf_counter() - t_start
+            last_iter_s = time.perf_counter() - t_iter
+            eval_s = (last_eval or {}).get("wall_s", 0.0)
+            out_of_time = cfg.time_budget_s is not None and elapsed + last_iter_s + eval_s > cfg.time_budget_s
+            is_last = it == cfg.iterations - 1 or out_of_time
+            eval_now = None
+            if eval_rows and (is_last or (cfg.eval.every and (it + 1) % cfg.eval.every == 0)):
+                t = time.perf_counter()
+                eval_now = last_eval = run_eval(it + 1)
+                times["time_eval_s"] = time.perf_counter() - t
+            metrics = iteration_metrics(
+                it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
+                stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
+                groups_kept=len(groups), minibatches=len(minibatches),
+            )
+            skipped_updates += metrics["skipped_update"]
+            metrics["skipped_updates_total"] = skipped_updates
+            metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration
+            metrics["engine_restarts_total"] = restarts_before + engines.restarts
+            # learner group restarts since the previous row, and whether this row replaces cut ones
+            metrics["learner_restarts_total"] = learner_restarts_before + learners.restarts
+            metrics["learner_restarts"] = metrics["learner_restarts_total"] - logged_learner_restarts
+            logged_learner_restarts = metrics["learner_restarts_total"]
+            metrics["redone"] = it <= redone_until
+            metrics["redone_iterations_total"] = redone_before + redone
+            metrics["wall_s"] = time.perf_counter() - t_start
+            logger.log(metrics)
+            logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
+                                          rewards, len_reward, tokenizer, cfg.samples_to_log, cfg.seed))
+            print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
+                  f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
+                  f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
+                  flush=True)
+            if (skipped := skip_message(it, metrics)) is not None:
+                print(skipped, flush=True)
+            if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
+                              time.perf_counter() - last_ckpt_t):
+                save_checkpoint(run_dir, learners, TrainerState(
+                    it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
+                    rng_state(), skipped_updates, restarts_before + engines.restarts,
+                    learner_restarts=learner_restarts_before + learners.restarts,
+                    redone_iterations=redone_before + redone), cfg)
+                last_ckpt_t = time.perf_counter()
+            learners.finished(it)
+        except LearnerDied as death:
+            # Back to the latest complete checkpoint, as --resume would go, without a new process.
+            logger.close()  # the logs are cut back to the checkpoint, then reopened
+            back = prepare_run_dir(run_dir, resume=True, initial=initial)
+            learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
+            restore_driver(back.state, sampler)
+            t_start = time.perf_counter() - back.state.wall_s
+            skipped_updates, last_eval, last_iter_s = back.state.skipped_updates, start_eval, 0.0
+            logged_learner_restarts = back.state.learner_restarts
+            logger = RunLogger(run_dir, cfg.tensorboard, append=True, purge_step=back.start_iteration)
+            redo = range(back.start_iteration, it + 1)
+            redone, redone_until = redone + len(redo), max(redone_until, it)
+            print(restart_message(death, it, back.checkpoint, cfg.policy, redo), flush=True)
+            for line in back.log_changes():
+                print(line, flush=True)
             last_ckpt_t = time.perf_counter()
+            iterations.rewind(back.start_iteration)
+            continue
         if out_of_time:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
             break

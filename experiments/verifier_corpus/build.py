@@ -8,9 +8,10 @@ Sources, all collected as facts (an input and its expected label), never as code
   (a long gold solution is reduced to its last \\boxed{}).
 - OpenAI simple-evals' EQUALITY_TEMPLATE worked examples (math_eval / common.py).
 - Qwen2.5-Math evaluation/grader.py `_test_math_equal` example pairs.
-- The MATH test set and GSM8K test set (../shared/data): the reference is the dataset's answer;
-  responses are written by us in the formats models use (with and without a box), the wrong ones
-  carry another problem's answer (pairs that math-verify calls equal are dropped).
+- The MATH test set and GSM8K test set (docs/INSTALL.md, "Public data"): the reference is the
+  dataset's answer; responses are written by us in the formats models use (with and without a
+  box), the wrong ones carry another problem's answer (pairs that math-verify calls equal are
+  dropped).
 - Our own adversarial cases (adversarial.py): issue 20's groups and the reward-hacking suite.
 - The other graders' tests and documented normalizer rules (graders.py): lm-evaluation-harness
   (minerva_math, hendrycks_math), DeepSeek-Math, PRM800K, verl (math, gsm8k, DAPO, PRIME),
