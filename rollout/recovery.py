@@ -41,6 +41,15 @@ PROBE_TIMEOUT_S = 60.0  # how long a failed engine gets to say whether it is ali
 CLOSE_TIMEOUT_S = 10.0  # a dead engine's close(): its EngineCore is already gone, so it is quick
 
 
+def next_ready(pending: dict, deadline: float, what: str, timeout_s: float) -> tuple[Any, Any]:
+    """The first of `pending` (object ref -> key) to finish, removed from it: (ref, key). Raises
+    GetTimeoutError naming the keys still pending once `deadline` (time.monotonic()) has passed."""
+    ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+    if not ready:
+        raise ray.exceptions.GetTimeoutError(f"{what} {sorted(pending.values())} did not answer within {timeout_s:.0f}s")
+    return ready[0], pending.pop(ready[0])
+
+
 class EngineRestartsExhausted(RuntimeError):
     """An engine slot failed more times in a row than `rollout.max_engine_restarts` allows."""
 
@@ -147,13 +156,9 @@ class EngineGroup:
         out: dict[int, Any] = {}
         deadline = time.monotonic() + self.timeout_s
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise ray.exceptions.GetTimeoutError(
-                    f"engines {sorted(pending.values())} did not answer within {self.timeout_s:.0f}s")
-            slot = pending.pop(ready[0])
+            ref, slot = next_ready(pending, deadline, "engines", self.timeout_s)
             try:
-                out[slot] = ray.get(ready[0])
+                out[slot] = ray.get(ref)
                 continue
             except Exception as e:
                 why = self._failure(slot, e)
