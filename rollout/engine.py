@@ -35,6 +35,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.reaper import start_reaper, stop_reaper
 from rollout.vllm_compat import cpu_chunked_prefill, cpu_engine_kwargs
 
 
@@ -182,26 +183,6 @@ def watch_processes(procs: list, stop: threading.Event, on_death: Any, poll_s: f
             return
 
 
-def kill_processes(procs: list[tuple[int, float]]) -> int:
-    """SIGKILL each (pid, create_time) still running, on this node; a pid reused by a newer
-    process is left alone. Returns how many were killed. For the EngineCore (and workers) of an
-    engine actor that died without closing its engine: vLLM's EngineCore does not exit with its
-    parent."""
-    import psutil
-
-    killed = 0
-    for pid, created in procs:
-        try:
-            p = psutil.Process(pid)
-            if abs(p.create_time() - created) > 0.5 or p.status() == psutil.STATUS_ZOMBIE:
-                continue  # a newer process under a reused pid, or one already dead
-            p.kill()
-            killed += 1
-        except psutil.Error:
-            pass
-    return killed
-
-
 def shutdown_llm(llm: Any, timeout_s: float = 5.0) -> None:
     """Stop an offline `vllm.LLM` now and wait for its EngineCore process to exit.
 
@@ -231,6 +212,7 @@ class VLLMEngine:
     _llm: Any = None  # the vllm.LLM; None before __init__ sets it and after close()
     _dead: str | None = None  # why the EngineCore is gone (set by the watch thread)
     _watch_stop: threading.Event | None = None
+    _reaper: Any = None  # rollout.reaper: kills the EngineCore if this process dies without close()
 
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
@@ -273,6 +255,7 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._start_watch()
+        self._reaper = start_reaper(self.processes()["procs"])
 
     def _start_watch(self) -> None:
         """A daemon thread that notices the EngineCore exiting, marks the engine dead and fails
@@ -351,6 +334,8 @@ class VLLMEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             shutdown_llm(llm, timeout_s)
+        stop_reaper(self._reaper)
+        self._reaper = None
 
     def __enter__(self) -> VLLMEngine:
         return self

@@ -5,7 +5,7 @@ driver calls them: `generate` (prompts sharded over the slots) and `sync_weights
 -> every engine). When a slot's engine dies during a call, the group
 
 1. closes what is left of the old actor, kills it, and kills the EngineCore (and workers) it
-   left behind on its node (`rollout.engine.kill_processes`; vLLM's EngineCore outlives a
+   left behind on its node (`rollout.reaper.kill_processes`; vLLM's EngineCore outlives a
    SIGKILLed parent);
 2. starts a fresh actor with the slot's `EngineConfig` and loads the current policy weights into
    it, by the same learner export -> engine load path as the weight sync after an update;
@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterable, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rollout.engine import GenRequest, Generation, SamplingConfig, kill_processes, merge_shards, shard_bounds
+from rollout.engine import GenRequest, Generation, SamplingConfig, merge_shards, shard_bounds
+from rollout.reaper import kill_processes
 
 PROBE_TIMEOUT_S = 60.0  # how long a failed engine gets to say whether it is alive
 CLOSE_TIMEOUT_S = 10.0  # a dead engine's close(): its EngineCore is already gone, so it is quick

@@ -22,7 +22,8 @@ import ray
 
 from rollout import recovery
 from rollout.engine import (EngineConfig, EngineCoreDied, Generation, SamplingConfig, VLLMEngine, fail_pending_calls,
-                            kill_processes, merge_shards, shard_bounds, watch_processes)
+                            merge_shards, shard_bounds, watch_processes)
+from rollout.reaper import kill_processes
 from rollout.recovery import EngineGroup, EngineRestartsExhausted, RestartBudget, give_up_message
 
 # -- the restart policy ---------------------------------------------------------------------------
