@@ -30,6 +30,9 @@ export RAY_AUTH_MODE=token
 if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -f "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
   ray get-auth-token --generate >/dev/null
 fi
+# All of the head's servers on 127.0.0.1: Ray 2.60 on Linux otherwise turns --node-ip-address
+# 127.0.0.1 into the machine's address and listens there (rl/ray_loopback.py).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 STARTED_RAY=0
 # (`ray status` retries for ~30 s when nothing listens, so probe the port first)
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null || ! ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then

@@ -64,6 +64,7 @@ from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_mess
 from rl.metrics import RUN_LOGS, RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
+from rl.ray_loopback import keep_loopback
 from rl.rollout_stats import iteration_metrics, sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
@@ -91,6 +92,7 @@ def connect_ray(cfg: RLConfig) -> None:
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
+        keep_loopback()  # Ray would otherwise bind its servers to the machine's address
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
 
