@@ -290,8 +290,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 n_too_long += len(too_long)
                 t = time.perf_counter()
                 requests = [request(i) for i in ids]
-                new_gens = generate(requests, rc.sampling.model_copy(
-                    update={"seed": rollout_seed(rollout_base_seed, it, call)}))
+                seed = rollout_seed(rollout_base_seed, it, call) if rc.seeded else None
+                new_gens = generate(requests, rc.sampling.model_copy(update={"seed": seed}))
                 times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
                 t = time.perf_counter()
                 new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],

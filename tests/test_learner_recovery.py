@@ -669,3 +669,15 @@ def test_a_driver_killed_and_resumed_equals_a_run_never_stopped(world_inputs, tm
     # checkpoint's policy/ on disk is bf16, which an fp32 engine would otherwise run.
     assert resumed.events[:2] == [("sync", 2), "generate"]
 
+
+
+def test_without_seeded_rollouts_a_resumed_run_samples_something_else(world_inputs, tmp_path, monkeypatch):
+    """`rollout.seeded: false` (the engines' own generators): the resumed engines start their
+    stream over, so iteration 2 is sampled with iteration 0's stream and the runs part."""
+    off = "rollout.seeded=false"
+    _, _, calm, _ = run_world(world_inputs, tmp_path, monkeypatch, {}, "calm", off, world=VLLMWorld())
+    with pytest.raises(Killed):
+        run_world(world_inputs, tmp_path, monkeypatch, {}, "b", off, world=VLLMWorld(kill_at=3))
+    _, _, metrics, _ = run_world(world_inputs, tmp_path, monkeypatch, {}, "b", off, world=VLLMWorld(), resume=True)
+    assert same_run(metrics)[:2] == same_run(calm)[:2]  # before the kill: one stream, the same
+    assert same_run(metrics)[2] != same_run(calm)[2]
