@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(a.workdir or REPO / "runs" / "determinism" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     policy = build_tiny_checkpoint(work / "tiny", seed=0)
-    write_splits({"train": generate(seed=0, n_sft=0, n_train=400, n_eval=1)["train"]}, str(work / "data"))
+    # the test's data (tests/conftest.py's arith_data): the same train split
+    write_splits({"train": generate(seed=0, n_sft=3000, n_train=400, n_eval=60)["train"]}, str(work / "data"))
     t0 = time.monotonic()
     head = RayHead(work / "ray_head.log", num_cpus=2, object_store_mb=256)
     drivers: dict[str, list[Driver]] = {}
