@@ -1,6 +1,6 @@
 """Generation backend of the tagging CLI: seeded jobs on one in-process engine or several on Ray.
 
-Why not `VLLMEngine.generate` as is: it seeds request i of a call with `seed + i`, so a prompt's
+Why not `VLLMEngine.generate` as is: it seeds request i of a call with `seed + i*n`, so a prompt's
 samples would depend on its position in the batch, and a resumed run (which batches the prompts
 left over) would draw different samples than an uninterrupted one. Here every job carries its
 own seed, derived from (run seed, prompt id, purpose) by `derive_seed`, and vLLM seeds the n

@@ -87,7 +87,11 @@ class SamplingConfig(BaseModel):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; keep 1.0 for on-policy RL")
     max_tokens: int = Field(1024, gt=0, description="Max response tokens")
-    seed: int | None = Field(None, description="Base seed; request i uses seed + i for reproducibility")
+    seed: int | None = Field(
+        None, description="Base seed: sample j of request i uses seed + i*n + j (vLLM seeds a request's n samples "
+        "seed, seed+1, ...), so no two samples of a call share a random stream. None: the engine's own generator, "
+        "which restarts with every new engine process"
+    )
 
 
 @dataclass
@@ -372,7 +376,7 @@ class VLLMEngine:
                     top_p=sp.top_p,
                     max_tokens=sp.max_tokens,
                     logprobs=0,  # the sampled token's log-prob (raw, before temperature)
-                    seed=None if sp.seed is None else sp.seed + i,
+                    seed=None if sp.seed is None else sp.seed + i * sp.n,  # vLLM adds j for sample j
                     logit_bias=ban,
                 )
             )
@@ -415,7 +419,7 @@ class VLLMEngine:
                 n=n,
                 temperature=temperature,
                 max_tokens=max_tokens,
-                seed=None if seed is None else seed + i,
+                seed=None if seed is None else seed + i * n,  # as in generate: no shared streams
                 structured_outputs=structured,
             )
             for i in range(len(prompts))

@@ -132,10 +132,15 @@ class EngineGroup:
 
     def generate(self, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig) -> list[Generation]:
         """Prompts sharded over the engines, results in prompt order; a shard whose engine died is
-        generated again on its replacement."""
+        generated again on its replacement, with the same seeds. With `sampling.seed`, each shard's
+        base seed is offset by its first request, so request i's samples get the seeds it would
+        get in one engine's call (`SamplingConfig.seed`), whatever the number of engines."""
         bounds = shard_bounds(len(requests), len(self.actors))
         shards = {i: list(requests[a:b]) for i, (a, b) in enumerate(bounds) if b > a}
-        results = self._call(lambda slot, actor: actor.generate.remote(shards[slot], sampling), shards)
+        seeded = {i: sampling if sampling.seed is None else
+                  sampling.model_copy(update={"seed": sampling.seed + a * sampling.n})
+                  for i, (a, _b) in enumerate(bounds)}
+        results = self._call(lambda slot, actor: actor.generate.remote(shards[slot], seeded[slot]), shards)
         return merge_shards(results, bounds)
 
     def sync_weights(self) -> None:
