@@ -25,6 +25,7 @@ import ray
 import torch
 
 from rl import learner_group
+from rollout import recovery
 from rl.checkpoint import (TrainerState, begin_checkpoint, commit_checkpoint, prepare_run_dir, restore_driver,
                            rng_state, save_trainer_state)
 from rl.learner_group import (Iterations, LearnerDied, LearnerGroup, LearnerRestartBudget, LearnerRestartsExhausted,
@@ -196,6 +197,7 @@ class Starter:
 def fake_ray(monkeypatch):
     fr = FakeRay()
     monkeypatch.setattr(learner_group, "ray", fr)
+    monkeypatch.setattr(recovery, "ray", fr)  # rollout.recovery.next_ready waits for the group
     monkeypatch.setattr(learner_group.time, "sleep", lambda s: None)
     return fr
 
@@ -524,6 +526,7 @@ def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, na
     monkeypatch.setattr(rl.train, "Scorer", WorldScorer)
     monkeypatch.setattr(rl.train, "ray", FakeRay())
     monkeypatch.setattr(learner_group, "ray", FakeRay())
+    monkeypatch.setattr(recovery, "ray", FakeRay())  # rollout.recovery.next_ready waits for the group
     monkeypatch.setattr(learner_group.time, "sleep", lambda s: None)
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(f"run_name: {name}\noutput_dir: {tmp_path}\npolicy: {world_inputs / 'tiny'}\nseed: 5\n"

@@ -41,6 +41,14 @@ def _start_owner() -> tuple[subprocess.Popen, dict]:
     return owner, pids
 
 
+def _kill(pids) -> None:
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+
+
 def _gone(pid: int, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -62,11 +70,7 @@ def test_owner_sigkilled_then_its_engine_core_is_killed():
         assert _gone(pids["core"], 5.0), "the reaper left the orphaned core running"
         assert _gone(pids["reaper"], 5.0), "the reaper did not exit after reaping"
     finally:
-        for pid in pids.values():
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+        _kill(pids.values())
 
 
 def test_a_closed_engine_stops_its_reaper_and_kills_nothing():
@@ -81,11 +85,7 @@ def test_a_closed_engine_stops_its_reaper_and_kills_nothing():
         time.sleep(1.0)  # longer than the reaper's poll, had it still been running
         assert psutil.Process(pids["core"]).status() != psutil.STATUS_ZOMBIE
     finally:
-        for pid in pids.values():
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+        _kill(pids.values())
 
 
 def test_parse_procs_reads_pid_and_create_time():
