@@ -25,3 +25,22 @@ def keep_loopback() -> None:
     the cluster's processes inherit)."""
     os.environ.update(LOOPBACK_ENV)
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def is_loopback_address(address: str | None) -> bool:
+    """Does a Ray address ("127.0.0.1:6379", "ray://localhost:10001", ...) name this machine's
+    loopback? ("auto", "local", None: no.)"""
+    if not address or ":" not in address:
+        return False
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS
+
+
+def keep_loopback_for(address: str | None) -> None:
+    """Before `ray.init(address=...)`: a client of a loopback-only cluster must keep 127.0.0.1 too,
+    or Ray turns it into the machine's address, where nothing listens."""
+    if is_loopback_address(address):
+        keep_loopback()

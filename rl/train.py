@@ -64,7 +64,7 @@ from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_mess
 from rl.metrics import RUN_LOGS, RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
-from rl.ray_loopback import keep_loopback
+from rl.ray_loopback import keep_loopback, keep_loopback_for
 from rl.rollout_stats import iteration_metrics, sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
@@ -90,6 +90,7 @@ def connect_ray(cfg: RLConfig) -> None:
     import os
 
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        keep_loopback_for(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
         keep_loopback()  # Ray would otherwise bind its servers to the machine's address

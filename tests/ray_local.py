@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from experiments.ray_node import free_port, stop_ray_node
-from rl.ray_loopback import LOOPBACK_ENV  # noqa: F401 (free_port: the tests import it from here)
+from rl.ray_loopback import LOOPBACK_ENV, keep_loopback  # noqa: F401 (free_port: the tests import it from here)
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -38,6 +38,7 @@ def enable_token_auth_here() -> None:
 
     ensure_auth_token()
     _enable_token_auth()
+    keep_loopback()  # the nodes listen on 127.0.0.1 only (rl.ray_loopback)
 
 
 class RayNode:
