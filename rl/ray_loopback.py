@@ -41,6 +41,16 @@ def is_loopback_address(address: str | None) -> bool:
 
 def keep_loopback_for(address: str | None) -> None:
     """Before `ray.init(address=...)`: a client of a loopback-only cluster must keep 127.0.0.1 too,
-    or Ray turns it into the machine's address, where nothing listens."""
+    or Ray turns it into the machine's address, where nothing listens; a client of a cluster at
+    a network address must not (its node address would then be 127.0.0.1)."""
     if is_loopback_address(address):
         keep_loopback()
+    elif address and ":" in address:
+        allow_other_nodes()
+
+
+def allow_other_nodes() -> None:
+    """Undo `keep_loopback` in this process (a client of a multi-node cluster after a local one)."""
+    for key in LOOPBACK_ENV:
+        os.environ.pop(key, None)
+    ray_constants.ENABLE_RAY_CLUSTER = True

@@ -188,21 +188,19 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
 def test_every_server_of_the_head_listens_on_loopback_only(ray_head_node, first_run):
-    """After a job ran (GCS, raylet, agents, job server, workers, an engine and a learner all up):
-    each TCP socket that a process of the head's session listens on is bound to 127.0.0.1.
+    """After a job ran (GCS, raylet, agents, job server and workers up):
+    each TCP socket that a process of the head's tree listens on is bound to 127.0.0.1.
     Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (rl.ray_loopback) Ray 2.60 binds *:GCS port and
     the machine's address."""
     import psutil
 
-    session = ray_head_node.proc.pid
     listeners = []
-    for p in psutil.process_iter():
+    head = psutil.Process(ray_head_node.proc.pid)
+    for p in [head, *head.children(recursive=True)]:
         try:
-            if os.getsid(p.pid) != session:
-                continue
             listeners += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet")
                           if c.status == psutil.CONN_LISTEN]
-        except (psutil.Error, ProcessLookupError):
+        except psutil.Error:
             pass
     assert any(port == ray_head_node.gcs_port for _, _, port in listeners), listeners
     assert [x for x in listeners if x[1] not in LOOPBACK] == []
