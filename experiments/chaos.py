@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from experiments.ray_node import free_port, stop_ray_node
+from rl.ray_loopback import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
@@ -298,7 +299,7 @@ def ray_env() -> dict:
     if not os.environ.get("RAY_AUTH_TOKEN") and not Path(
             os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")).exists():
         subprocess.run([RAY, "get-auth-token", "--generate"], check=True, stdout=subprocess.DEVNULL)
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+    return {**os.environ, **LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 

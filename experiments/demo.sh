@@ -30,14 +30,32 @@ export RAY_AUTH_MODE=token
 if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -f "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
   ray get-auth-token --generate >/dev/null
 fi
+# All of the head's servers on 127.0.0.1: Ray 2.60 on Linux otherwise turns --node-ip-address
+# 127.0.0.1 into the machine's address and listens there (rl/ray_loopback.py).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 STARTED_RAY=0
 # (`ray status` retries for ~30 s when nothing listens, so probe the port first)
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null || ! ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then
-  ray start --head --node-ip-address 127.0.0.1 --port 6379 --num-cpus "${RAY_NUM_CPUS:-2}" \
-    --dashboard-host 127.0.0.1 --dashboard-port 8265 --disable-usage-stats >/dev/null
+  # A head of our own, in a session of its own: the cleanup ends exactly it (its process group),
+  # where `ray stop --force` would end every Ray process of the user, another job's too.
+  mkdir -p runs
+  setsid ray start --head --block --node-ip-address 127.0.0.1 --port 6379 --num-cpus "${RAY_NUM_CPUS:-2}" \
+    --dashboard-host 127.0.0.1 --dashboard-port 8265 --disable-usage-stats >runs/ray_head.log 2>&1 &
+  RAY_PID=$!
   STARTED_RAY=1
+  for _ in $(seq 180); do  # the job server answers last
+    if (exec 3<>/dev/tcp/127.0.0.1/8265) 2>/dev/null; then break; fi
+    kill -0 "$RAY_PID" 2>/dev/null || { echo "ray start failed: see runs/ray_head.log"; exit 1; }
+    sleep 1
+  done
 fi
-cleanup() { if [ "$STARTED_RAY" = 1 ]; then ray stop --force >/dev/null 2>&1 || true; fi; }
+cleanup() {
+  if [ "$STARTED_RAY" = 1 ]; then
+    kill -TERM -- "-$RAY_PID" 2>/dev/null || true  # ray start --block stops its raylet, GCS and workers
+    for _ in $(seq 60); do kill -0 "$RAY_PID" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$RAY_PID" 2>/dev/null || true
+  fi
+}
 trap cleanup EXIT
 
 echo "== 3/3 RL: ray job submit rl/train.py ($RL_CONFIG)"

@@ -1,6 +1,6 @@
 """Generation backend of the tagging CLI: seeded jobs on one in-process engine or several on Ray.
 
-Why not `VLLMEngine.generate` as is: it seeds request i of a call with `seed + i`, so a prompt's
+Why not `VLLMEngine.generate` as is: it seeds request i of a call with `seed + i*n`, so a prompt's
 samples would depend on its position in the batch, and a resumed run (which batches the prompts
 left over) would draw different samples than an uninterrupted one. Here every job carries its
 own seed, derived from (run seed, prompt id, purpose) by `derive_seed`, and vLLM seeds the n
@@ -24,6 +24,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rl.ray_loopback import is_loopback_address, keep_loopback
 from rollout.engine import EngineConfig, VLLMEngine
 
 _SEED_SPACE = 2**31 - 2**16  # room for seed + j (j < n) without overflowing a signed int32
@@ -121,6 +122,8 @@ class Backend:
 
         self._own_ray = not ray.is_initialized()
         if self._own_ray:
+            if ray_address is None or is_loopback_address(ray_address):
+                keep_loopback()  # a cluster of this machine: its servers on 127.0.0.1 only
             ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
         actor_cls = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine)(TagEngine)
         self.actors = [actor_cls.remote(cfg) for _ in range(engines)]

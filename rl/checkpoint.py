@@ -22,11 +22,16 @@ the logs back to those rows before the run goes on, so redone iterations replace
 issue measured 0, 1, 2, 3, 2, 3, 4, ... after a resume that appended). A learner rank that dies
 in-run sends the run back to its latest checkpoint the same way, without a new process
 (rl/train.py, rl/learner_group.py): `prepare_run_dir` and `restore_driver` serve both.
+
+And for the samples: vLLM's own generator starts over in every new engine process, so each rollout
+call is seeded from (seed, iteration, call) (`rollout_seed`); a resumed run's engines then sample
+what the uninterrupted run's did (tests/test_resume_equals_never_stopping.py).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import random
@@ -145,6 +150,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(_unb64(state["torch"]))
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+
+
+# -- rollout seeds ------------------------------------------------------------------------------
+
+# Room below 2**31 for seed + i*n + j (fewer than 2**24 samples in one call): a signed int32, as
+# the tagging CLI's seeds (prompts/tag_engine.py).
+ROLLOUT_SEED_SPACE = 2**31 - 2**24
+
+
+def rollout_seed(seed: int, iteration: int, call: int) -> int:
+    """The base seed of an iteration's `call`-th rollout (0: the prompts drawn first, 1: the
+    replacements after dynamic filtering), a hash of the three that is the same in every process.
+
+    Without it vLLM samples from the engine's own generator, which starts over from the engine
+    seed in every new engine process: a run resumed after iteration j would sample iteration j+1
+    with the random stream an uninterrupted run used at iteration 0, and so would an engine
+    replaced in-run, while iterations redone after a learner restart would continue the stream
+    where the first attempt left it. With a seed per call (and per sample within it,
+    `rollout.engine.SamplingConfig.seed`) the samples depend only on the run's seed, the
+    iteration, the prompts drawn and the weights."""
+    h = hashlib.blake2b(f"{seed}\x00rollout\x00{iteration}\x00{call}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") % ROLLOUT_SEED_SPACE
 
 
 # -- atomic files ------------------------------------------------------------------------------

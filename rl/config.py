@@ -44,7 +44,17 @@ class RolloutConfig(_Strict):
         default_factory=lambda: EngineConfig(model="<policy>"),
         description="Engine settings; `model` is replaced by the policy checkpoint",
     )
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="k samples per prompt, T=1.0")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="k samples per prompt, T=1.0. Its seed (None: the run's seed) "
+        "is the base from which each rollout call's seed is derived with the iteration (rl.checkpoint.rollout_seed), "
+        "so a resumed run samples what an uninterrupted one does"
+    )
+    seeded: bool = Field(
+        True, description="Seed every rollout call (rl.checkpoint.rollout_seed), so a resumed run, an engine "
+        "replaced in-run and iterations redone after a learner restart sample what an uninterrupted run does. "
+        "vLLM samples seeded requests one row at a time (a small cost on CPU; on GPUs with batches of thousands "
+        "of sequences, measure it); false: the engines' own generators, which start over in each new engine"
+    )
     actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per engine actor")
     actor_num_gpus: float = Field(
         0.0, ge=0, description="Ray GPU request per engine actor: 0 on CPUs; on GPUs the engine's "

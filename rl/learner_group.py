@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
+from rollout.recovery import next_ready
+
 PROBE_TIMEOUT_S = 30.0  # how long a probe waits for ranks that are busy (stuck in a collective)
 PROBE_GRACE_S = 2.0  # once one rank is found dead, how long the others still get to answer
 
@@ -243,11 +245,8 @@ class LearnerGroup:
         out: list = [None] * len(refs)
         deadline = time.monotonic() + self.timeout_s
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise ray.exceptions.GetTimeoutError(
-                    f"learner ranks {sorted(pending.values())} did not answer within {self.timeout_s:.0f}s")
-            out[pending.pop(ready[0])] = ray.get(ready[0])
+            ref, rank = next_ready(pending, deadline, "learner ranks", self.timeout_s)
+            out[rank] = ray.get(ref)
         return out
 
     @contextmanager

@@ -55,7 +55,7 @@ import torch
 from prompts.images import row_images
 from prompts.schema import load_prompt_rows
 from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
-                           prepare_run_dir, restore_driver, rng_state, save_trainer_state)
+                           prepare_run_dir, restore_driver, rng_state, rollout_seed, save_trainer_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
@@ -64,6 +64,7 @@ from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_mess
 from rl.metrics import RUN_LOGS, RunLogger
 from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
+from rl.ray_loopback import keep_loopback, keep_loopback_for
 from rl.rollout_stats import iteration_metrics, sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
@@ -89,8 +90,10 @@ def connect_ray(cfg: RLConfig) -> None:
     import os
 
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        keep_loopback_for(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
+        keep_loopback()  # Ray would otherwise bind its servers to the machine's address
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
 
@@ -232,6 +235,10 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     run.learners = learners.ranks  # the group's list, as for the engines
     learners.start(policy, ckpt, iteration=start_iter)
     engines.ready()
+    if ckpt is not None:
+        # The checkpoint's policy/ is bf16 on disk (rl.modeling.save_hf): an engine in another dtype
+        # gets the learner's weights as an uninterrupted run's engine had them, by the sync.
+        engines.sync_weights()
     scorer = run.scorer = Scorer(cfg.reward)
     generate = engines.generate  # an engine that dies is replaced and its requests generated again
 
@@ -260,6 +267,9 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                            engine_restarts=restarts_before, learner_restarts=learner_restarts_before,
                            redone_iterations=redone_before)
     last_ckpt_t = time.perf_counter()
+    # Each rollout call's seed comes from (seed, iteration, call): what the engines sample does not
+    # depend on when their processes started (rl.checkpoint.rollout_seed).
+    rollout_base_seed = cfg.seed if rc.sampling.seed is None else rc.sampling.seed
 
     # -- the loop ------------------------------------------------------------------------------
     iterations = Iterations(start_iter, cfg.iterations)  # a learner restart sends it back to a checkpoint
@@ -274,15 +284,17 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             # item under a deadline). With dynamic filtering, groups whose k samples were all right or
             # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
             chosen, gens, results, images, n_too_long = [], [], [], [], 0
-            want, kept_ids, n_filtered = cfg.prompts_per_iteration, [], 0
-            for _round in range(2 if sampler_cfg_filters else 1):
+            want, kept_ids, n_filtered, drawn = cfg.prompts_per_iteration, [], 0, []
+            for call in range(2 if sampler_cfg_filters else 1):
                 ids = sampler.sample(want, it, exclude=chosen)
+                drawn += ids
                 too_long = [i for i in ids if prompt_len[i] > cfg.data.max_prompt_tokens]
                 ids = [i for i in ids if i not in too_long]
                 n_too_long += len(too_long)
                 t = time.perf_counter()
                 requests = [request(i) for i in ids]
-                new_gens = generate(requests, rc.sampling)
+                seed = rollout_seed(rollout_base_seed, it, call) if rc.seeded else None
+                new_gens = generate(requests, rc.sampling.model_copy(update={"seed": seed}))
                 times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
                 t = time.perf_counter()
                 new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
@@ -356,6 +368,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
                 groups_kept=len(groups), minibatches=len(minibatches),
             )
+            metrics["sampler_drawn_ids"] = drawn  # the sampler's draws, in order (replacements, too-long ones too)
             skipped_updates += metrics["skipped_update"]
             metrics["skipped_updates_total"] = skipped_updates
             metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration

@@ -35,6 +35,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.reaper import start_reaper, stop_reaper
 from rollout.vllm_compat import cpu_chunked_prefill, cpu_engine_kwargs
 
 
@@ -86,7 +87,11 @@ class SamplingConfig(BaseModel):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; keep 1.0 for on-policy RL")
     max_tokens: int = Field(1024, gt=0, description="Max response tokens")
-    seed: int | None = Field(None, description="Base seed; request i uses seed + i for reproducibility")
+    seed: int | None = Field(
+        None, description="Base seed: sample j of request i uses seed + i*n + j (vLLM seeds a request's n samples "
+        "seed, seed+1, ...), so no two samples of a call share a random stream. None: the engine's own generator, "
+        "which restarts with every new engine process"
+    )
 
 
 @dataclass
@@ -182,26 +187,6 @@ def watch_processes(procs: list, stop: threading.Event, on_death: Any, poll_s: f
             return
 
 
-def kill_processes(procs: list[tuple[int, float]]) -> int:
-    """SIGKILL each (pid, create_time) still running, on this node; a pid reused by a newer
-    process is left alone. Returns how many were killed. For the EngineCore (and workers) of an
-    engine actor that died without closing its engine: vLLM's EngineCore does not exit with its
-    parent."""
-    import psutil
-
-    killed = 0
-    for pid, created in procs:
-        try:
-            p = psutil.Process(pid)
-            if abs(p.create_time() - created) > 0.5 or p.status() == psutil.STATUS_ZOMBIE:
-                continue  # a newer process under a reused pid, or one already dead
-            p.kill()
-            killed += 1
-        except psutil.Error:
-            pass
-    return killed
-
-
 def shutdown_llm(llm: Any, timeout_s: float = 5.0) -> None:
     """Stop an offline `vllm.LLM` now and wait for its EngineCore process to exit.
 
@@ -231,6 +216,7 @@ class VLLMEngine:
     _llm: Any = None  # the vllm.LLM; None before __init__ sets it and after close()
     _dead: str | None = None  # why the EngineCore is gone (set by the watch thread)
     _watch_stop: threading.Event | None = None
+    _reaper: Any = None  # rollout.reaper: kills the EngineCore if this process dies without close()
 
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
@@ -273,6 +259,7 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._start_watch()
+        self._reaper = start_reaper(self.processes()["procs"])
 
     def _start_watch(self) -> None:
         """A daemon thread that notices the EngineCore exiting, marks the engine dead and fails
@@ -351,6 +338,8 @@ class VLLMEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             shutdown_llm(llm, timeout_s)
+        stop_reaper(self._reaper)
+        self._reaper = None
 
     def __enter__(self) -> VLLMEngine:
         return self
@@ -387,7 +376,7 @@ class VLLMEngine:
                     top_p=sp.top_p,
                     max_tokens=sp.max_tokens,
                     logprobs=0,  # the sampled token's log-prob (raw, before temperature)
-                    seed=None if sp.seed is None else sp.seed + i,
+                    seed=None if sp.seed is None else sp.seed + i * sp.n,  # vLLM adds j for sample j
                     logit_bias=ban,
                 )
             )
@@ -430,7 +419,7 @@ class VLLMEngine:
                 n=n,
                 temperature=temperature,
                 max_tokens=max_tokens,
-                seed=None if seed is None else seed + i,
+                seed=None if seed is None else seed + i * n,  # as in generate: no shared streams
                 structured_outputs=structured,
             )
             for i in range(len(prompts))

@@ -5,7 +5,7 @@ driver calls them: `generate` (prompts sharded over the slots) and `sync_weights
 -> every engine). When a slot's engine dies during a call, the group
 
 1. closes what is left of the old actor, kills it, and kills the EngineCore (and workers) it
-   left behind on its node (`rollout.engine.kill_processes`; vLLM's EngineCore outlives a
+   left behind on its node (`rollout.reaper.kill_processes`; vLLM's EngineCore outlives a
    SIGKILLed parent);
 2. starts a fresh actor with the slot's `EngineConfig` and loads the current policy weights into
    it, by the same learner export -> engine load path as the weight sync after an update;
@@ -35,10 +35,20 @@ from typing import Any, Callable, Iterable, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rollout.engine import GenRequest, Generation, SamplingConfig, kill_processes, merge_shards, shard_bounds
+from rollout.engine import GenRequest, Generation, SamplingConfig, merge_shards, shard_bounds
+from rollout.reaper import kill_processes
 
 PROBE_TIMEOUT_S = 60.0  # how long a failed engine gets to say whether it is alive
 CLOSE_TIMEOUT_S = 10.0  # a dead engine's close(): its EngineCore is already gone, so it is quick
+
+
+def next_ready(pending: dict, deadline: float, what: str, timeout_s: float) -> tuple[Any, Any]:
+    """The first of `pending` (object ref -> key) to finish, removed from it: (ref, key). Raises
+    GetTimeoutError naming the keys still pending once `deadline` (time.monotonic()) has passed."""
+    ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+    if not ready:
+        raise ray.exceptions.GetTimeoutError(f"{what} {sorted(pending.values())} did not answer within {timeout_s:.0f}s")
+    return ready[0], pending.pop(ready[0])
 
 
 class EngineRestartsExhausted(RuntimeError):
@@ -122,10 +132,15 @@ class EngineGroup:
 
     def generate(self, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig) -> list[Generation]:
         """Prompts sharded over the engines, results in prompt order; a shard whose engine died is
-        generated again on its replacement."""
+        generated again on its replacement, with the same seeds. With `sampling.seed`, each shard's
+        base seed is offset by its first request, so request i's samples get the seeds it would
+        get in one engine's call (`SamplingConfig.seed`), whatever the number of engines."""
         bounds = shard_bounds(len(requests), len(self.actors))
         shards = {i: list(requests[a:b]) for i, (a, b) in enumerate(bounds) if b > a}
-        results = self._call(lambda slot, actor: actor.generate.remote(shards[slot], sampling), shards)
+        seeded = {i: sampling if sampling.seed is None else
+                  sampling.model_copy(update={"seed": sampling.seed + a * sampling.n})
+                  for i, (a, _b) in enumerate(bounds)}
+        results = self._call(lambda slot, actor: actor.generate.remote(shards[slot], seeded[slot]), shards)
         return merge_shards(results, bounds)
 
     def sync_weights(self) -> None:
@@ -147,13 +162,9 @@ class EngineGroup:
         out: dict[int, Any] = {}
         deadline = time.monotonic() + self.timeout_s
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise ray.exceptions.GetTimeoutError(
-                    f"engines {sorted(pending.values())} did not answer within {self.timeout_s:.0f}s")
-            slot = pending.pop(ready[0])
+            ref, slot = next_ready(pending, deadline, "engines", self.timeout_s)
             try:
-                out[slot] = ray.get(ready[0])
+                out[slot] = ray.get(ref)
                 continue
             except Exception as e:
                 why = self._failure(slot, e)

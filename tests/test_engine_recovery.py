@@ -22,7 +22,8 @@ import ray
 
 from rollout import recovery
 from rollout.engine import (EngineConfig, EngineCoreDied, Generation, SamplingConfig, VLLMEngine, fail_pending_calls,
-                            kill_processes, merge_shards, shard_bounds, watch_processes)
+                            merge_shards, shard_bounds, watch_processes)
+from rollout.reaper import kill_processes
 from rollout.recovery import EngineGroup, EngineRestartsExhausted, RestartBudget, give_up_message
 
 # -- the restart policy ---------------------------------------------------------------------------
@@ -261,6 +262,54 @@ def test_what_a_dead_actor_left_behind_is_reaped(fake_ray, monkeypatch):
     g._reap = lambda slot, info: reaped.append((slot, info["procs"]))
     g.generate(REQS, SAMPLING)
     assert reaped == [(0, [(6, 1.0)])]
+
+
+# -- seeds: a request's samples get the same seeds however the requests are sharded ---------------------
+
+
+def seed_echo(self, requests, sampling):
+    """A fake engine's generate that answers with the seed of each sample (vLLM seeds sample j of
+    request i with sampling.seed + i*n + j, rollout.engine.VLLMEngine.generate)."""
+    return [Generation(i, [sampling.seed + i * sampling.n + j], [0.0], "stop")
+            for i in range(len(requests)) for j in range(sampling.n)]
+
+
+@pytest.mark.parametrize("engines", [1, 2, 3])
+def test_each_sample_gets_the_seed_of_its_place_in_the_call_whatever_the_engine_count(fake_ray, monkeypatch, engines):
+    """5 requests x 2 samples from base seed 100: request i's samples are 100 + 2i and 100 + 2i + 1,
+    on one engine or on shards [0, 3) + [3, 5) (shard 1's base is 100 + 3 x 2 = 106) or
+    [0, 2) + [2, 3) + [3, 5). Without the offset every shard would start at 100 again."""
+    monkeypatch.setattr(FakeEngine, "do_generate", seed_echo)
+    g = make_group(FakeEngineClass(), n=engines)
+    gens = g.generate([[10], [11], [12], [13], [14]], SamplingConfig(n=2, max_tokens=4, seed=100))
+    assert [(x.prompt_index, x.token_ids[0]) for x in gens] == [(i // 2, 100 + i) for i in range(10)]
+
+
+def test_a_regenerated_shard_gets_its_seeds_again(fake_ray, monkeypatch):
+    monkeypatch.setattr(FakeEngine, "do_generate", seed_echo)
+    g = make_group(FakeEngineClass({}, {"generate": "core"}))
+    gens = g.generate([[10], [11], [12], [13]], SamplingConfig(n=1, max_tokens=4, seed=7))
+    assert g.restarts == 1 and [x.token_ids[0] for x in gens] == [7, 8, 9, 10]
+
+
+def test_no_two_samples_of_a_call_share_a_seed(monkeypatch):
+    """vLLM gives sample j of a request seed + j (vllm/v1/engine/parallel_sampling.py), so request
+    seeds seed + i (as before) made request 0's second sample and request 1's first both seed + 1.
+    With seed + i*n, 3 requests x 4 samples from 100 take 100..111, each once."""
+    import sys
+
+    params = []
+    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: params.append(kw) or kw, TokensPrompt=dict)
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    engine = VLLMEngine.__new__(VLLMEngine)  # no vLLM behind it: only the request building runs
+    engine.cfg, engine.vision = EngineConfig(model="tiny"), None
+    engine._llm = SimpleNamespace(generate=lambda prompts, sps, use_tqdm: [])
+    engine.generate([[1], [2], [3]], SamplingConfig(n=4, max_tokens=4, seed=100))
+    assert [p["seed"] for p in params] == [100, 104, 108]
+    assert sorted(p["seed"] + j for p in params for j in range(p["n"])) == list(range(100, 112))
+    params.clear()
+    engine.generate([[1], [2]], SamplingConfig(n=4, max_tokens=4))
+    assert [p["seed"] for p in params] == [None, None]  # unseeded: the engine's own generator
 
 
 # -- the engine's own death watch ---------------------------------------------------------------------

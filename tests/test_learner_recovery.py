@@ -3,7 +3,8 @@ rank, the learner group on fake actors (which rank died, restart from the checkp
 budget and its error), the loop's rewind, going back to a hand-made checkpoint the way
 rl/train.py does after a restart (logs cut to the checkpoint's rows, sampler and RNG restored),
 and rl/train.py's own loop with fake engines, learner and verifier, where a rank dies in its
-update, its checkpoint save or the weight sync and the run must equal one where nothing died.
+update, its checkpoint save or the weight sync and the run must equal one where nothing died;
+the same fake world with the driver killed and resumed with --resume (issue 16 item 4).
 
     pytest tests/test_learner_recovery.py -q   # a few seconds
 
@@ -24,6 +25,7 @@ import ray
 import torch
 
 from rl import learner_group
+from rollout import recovery
 from rl.checkpoint import (TrainerState, begin_checkpoint, commit_checkpoint, prepare_run_dir, restore_driver,
                            rng_state, save_trainer_state)
 from rl.learner_group import (Iterations, LearnerDied, LearnerGroup, LearnerRestartBudget, LearnerRestartsExhausted,
@@ -195,6 +197,7 @@ class Starter:
 def fake_ray(monkeypatch):
     fr = FakeRay()
     monkeypatch.setattr(learner_group, "ray", fr)
+    monkeypatch.setattr(recovery, "ray", fr)  # rollout.recovery.next_ready waits for the group
     monkeypatch.setattr(learner_group.time, "sleep", lambda s: None)
     return fr
 
@@ -511,10 +514,11 @@ def world_inputs(tmp_path_factory):
     return d
 
 
-def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, name: str, *sets: str):
+def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, name: str, *sets: str,
+              world: World | None = None, resume: bool = False):
     import rl.train
 
-    world = World(dies_at)
+    world = world or World(dies_at)
     monkeypatch.setattr(rl.train, "connect_ray", lambda cfg: None)
     monkeypatch.setattr(rl.train, "make_rollout_actor", lambda *a: None)
     monkeypatch.setattr(rl.train, "EngineGroup", world.engines)
@@ -522,6 +526,7 @@ def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, na
     monkeypatch.setattr(rl.train, "Scorer", WorldScorer)
     monkeypatch.setattr(rl.train, "ray", FakeRay())
     monkeypatch.setattr(learner_group, "ray", FakeRay())
+    monkeypatch.setattr(recovery, "ray", FakeRay())  # rollout.recovery.next_ready waits for the group
     monkeypatch.setattr(learner_group.time, "sleep", lambda s: None)
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(f"run_name: {name}\noutput_dir: {tmp_path}\npolicy: {world_inputs / 'tiny'}\nseed: 5\n"
@@ -530,7 +535,8 @@ def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, na
                    "rollout: {sampling: {n: 3, max_tokens: 64}}\nlearner: {minibatches_per_iteration: 1}\n"
                    "sampler: {kind: prioritized, floor: 0.05}\n")
     random.seed(11)  # the driver does not seed it (vLLM's sampling has its own seeds); the fake engine uses it
-    summary = rl.train.main(["--config", str(cfg), *[x for s in sets for x in ("--set", s)]])
+    summary = rl.train.main(["--config", str(cfg), *[x for s in sets for x in ("--set", s)],
+                             *(["--resume"] if resume else [])])
     run = tmp_path / name
     metrics = [json.loads(line) for line in (run / METRICS_LOG).read_text().splitlines()]
     samples = [json.loads(line) for line in (run / SAMPLES_LOG).read_text().splitlines()]
@@ -590,3 +596,91 @@ def test_a_learner_death_with_no_restart_left_stops_naming_the_rank_and_the_chec
     msg = str(e.value)
     assert msg.startswith("learner rank 0 died at iteration 3 (")
     assert f"--resume, which continues from {tmp_path / 'dies' / 'checkpoints' / 'iter_00001'}" in msg
+
+
+# -- the driver SIGKILLed and resumed with --resume, in the same fake world (issue 16 item 4) ---------
+#
+# The real thing, on the tiny model with vLLM, DeepSpeed and Ray: tests/test_resume_equals_never_stopping.py.
+
+
+class Killed(BaseException):
+    """The driver's death: no handler of the loop catches it, and main's teardown, which a SIGKILL
+    would skip, writes nothing."""
+
+
+class VLLMWorld(World):
+    """A world whose engines sample as vLLM does: a seeded request's samples from their own seeds
+    (seed + i*n + j), an unseeded one from the engine process's own generator, which starts from
+    the engine seed in every new process. The driver dies in its rollout number `kill_at`."""
+
+    def __init__(self, kill_at: int | None = None):
+        super().__init__({})
+        self.kill_at, self.events = kill_at, []
+
+    def engines(self, actor_cls, configs, timeout_s, *, export_weights, **kwargs):
+        world = self
+
+        class Engines:
+            restarts = 0
+
+            def start(self):
+                self.own = random.Random(configs[0].seed)  # a new EngineCore: vLLM seeds its generator
+                return []
+
+            def ready(self):
+                pass
+
+            def generate(self, requests, sampling):
+                from rollout.engine import Generation
+
+                if world.events.count("generate") == world.kill_at:
+                    raise Killed
+                world.events.append("generate")
+                out = []
+                for i in range(len(requests)):
+                    for j in range(sampling.n):
+                        rng = self.own if sampling.seed is None else random.Random(sampling.seed + i * sampling.n + j)
+                        out.append(Generation(i, [5] * (1 + int(rng.random() * 4)), [-0.5], "stop",
+                                              "\\boxed{1}" if rng.random() < 0.5 else "\\boxed{2}"))
+                return out
+
+            def sync_weights(self):
+                buckets, _ = export_weights()
+                world.events.append(("sync", buckets.value))
+
+        return Engines()
+
+
+def test_a_driver_killed_and_resumed_equals_a_run_never_stopped(world_inputs, tmp_path, monkeypatch, capsys):
+    """Killed in iteration 3's rollout (iteration 2 logged, the checkpoint at 1), then --resume in a
+    new process (new engines): iterations 2-5 draw, sample, score and log what the run that was
+    never stopped did. Before per-call rollout seeds (rl.checkpoint.rollout_seed) the resumed
+    engines sampled iteration 2 with the random stream of iteration 0."""
+    _, _, calm, calm_samples = run_world(world_inputs, tmp_path, monkeypatch, {}, "calm", world=VLLMWorld())
+    with pytest.raises(Killed):
+        run_world(world_inputs, tmp_path, monkeypatch, {}, "b", world=VLLMWorld(kill_at=3))
+    assert rows(tmp_path / "b" / METRICS_LOG) == [0, 1, 2]
+    resumed = VLLMWorld()
+    _, summary, metrics, samples = run_world(world_inputs, tmp_path, monkeypatch, {}, "b", world=resumed, resume=True)
+    out = capsys.readouterr().out
+    assert f"resuming from {tmp_path / 'b' / 'checkpoints' / 'iter_00001'} at iteration 2" in out
+    assert "dropped 1 from metrics.jsonl" in out  # iteration 2's row, redone once
+    assert [r["iteration"] for r in metrics] == [0, 1, 2, 3, 4, 5] and summary["iterations"] == 6
+    assert same_run(metrics) == same_run(calm) and samples == calm_samples
+    assert [len(r["sampler_drawn_ids"]) for r in metrics] == [4] * 6  # the draws are in the rows compared
+    # The engines get the learner's restored weights (2 updates) before the first rollout: the
+    # checkpoint's policy/ on disk is bf16, which an fp32 engine would otherwise run.
+    assert resumed.events[:2] == [("sync", 2), "generate"]
+
+
+
+def test_without_seeded_rollouts_a_resumed_run_samples_something_else(world_inputs, tmp_path, monkeypatch):
+    """`rollout.seeded: false` (the engines' own generators): the resumed engines start their
+    stream over, so iteration 2 is sampled with iteration 0's stream and the runs part."""
+    off = "rollout.seeded=false"
+    _, _, calm, _ = run_world(world_inputs, tmp_path, monkeypatch, {}, "calm", off, world=VLLMWorld())
+    with pytest.raises(Killed):
+        run_world(world_inputs, tmp_path, monkeypatch, {}, "b", off, world=VLLMWorld(kill_at=3))
+    _, _, metrics, _ = run_world(world_inputs, tmp_path, monkeypatch, {}, "b", off, world=VLLMWorld(), resume=True)
+    assert same_run(metrics)[:2] == same_run(calm)[:2]  # before the kill: one stream, the same
+    assert same_run(metrics)[2] != same_run(calm)[2]

@@ -19,10 +19,10 @@ import rl.train
 from experiments.arith import generate
 from experiments.tiny_model import build_tiny_checkpoint
 from prompts.schema import write_jsonl
-from rl.checkpoint import (MARKER, STATE_FILE, ResumePoint, RunExistsError, TrainerState, begin_checkpoint,
-                           checkpoint_due, commit_checkpoint, latest_checkpoint, load_trainer_state,
-                           prepare_run_dir, rng_state, rows_through_iteration, save_trainer_state, set_rng_state,
-                           truncate_jsonl)
+from rl.checkpoint import (MARKER, ROLLOUT_SEED_SPACE, STATE_FILE, ResumePoint, RunExistsError, TrainerState,
+                           begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint, load_trainer_state,
+                           prepare_run_dir, rng_state, rollout_seed, rows_through_iteration, save_trainer_state,
+                           set_rng_state, truncate_jsonl)
 from rl.config import RLConfig
 from rl.configio import load_config
 from rl.metrics import RunLogger
@@ -299,3 +299,19 @@ def test_rng_state_restores_python_numpy_and_torch_draws():
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     set_rng_state(saved)
     assert (random.random(), float(np.random.standard_normal()), torch.rand(3).tolist()) == first
+
+
+def test_rollout_seeds_are_the_same_in_every_process_and_differ_by_seed_iteration_and_call():
+    """A hash (blake2b), not Python's salted hash(): a resumed process must derive what the first
+    one did. The pinned value is what the first process of any run with seed 0 uses at iteration 0."""
+    import subprocess
+    import sys
+
+    here = rollout_seed(0, 0, 0)
+    code = "from rl.checkpoint import rollout_seed; print(rollout_seed(0, 0, 0))"
+    there = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert here == int(there) == 1477512230
+    seeds = {rollout_seed(s, it, call) for s in (0, 1) for it in range(50) for call in (0, 1)}
+    assert len(seeds) == 200
+    assert all(0 <= x and x + 2**24 < 2**31 for x in seeds) and ROLLOUT_SEED_SPACE + 2**24 == 2**31
+

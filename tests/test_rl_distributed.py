@@ -28,6 +28,7 @@ from ray_local import RayNode, enable_token_auth_here, free_port, http_up, port_
 
 from rl.dist import DeepSpeedConfig
 from rl.learner import Episode, Learner, shard_groups, split_minibatches
+from rl.ray_loopback import allow_other_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +40,15 @@ def cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ray_logs")
     temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths live under it
     dash = free_port()
-    head = RayNode(temp_dir, logs / "head.log", head=True, num_cpus=2, dashboard_port=dash)
+    # Two nodes cannot share loopback (Ray refuses a second node under RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
+    head = RayNode(temp_dir, logs / "head.log", head=True, num_cpus=2, dashboard_port=dash, loopback_only=False)
     nodes = [head]
     try:
         wait_for(lambda: port_open(head.gcs_port), 120, "the head's GCS", nodes)
-        nodes.append(RayNode(temp_dir, logs / "worker.log", head=False, num_cpus=2, gcs_port=head.gcs_port))
+        nodes.append(RayNode(temp_dir, logs / "worker.log", head=False, num_cpus=2, gcs_port=head.gcs_port,
+                             loopback_only=False))
         enable_token_auth_here()
+        allow_other_nodes()  # an earlier test's local cluster may have kept this process on loopback
         ray.init(address=head.address, log_to_driver=False)
         wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 120, "two alive nodes", nodes)
         wait_for(lambda: http_up(f"http://127.0.0.1:{dash}/api/version"), 120, "the dashboard", nodes)

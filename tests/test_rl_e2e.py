@@ -73,19 +73,24 @@ eval: {{every: 0, num_prompts: 4, samples: 1, max_tokens: 32}}
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A one-node Ray head with the job server (dashboard) on 127.0.0.1: its HTTP port."""
+def ray_head_node(tmp_path_factory):
+    """A one-node Ray head with the job server (dashboard) on 127.0.0.1."""
     temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths live under it
-    dash = free_port()
     head = RayNode(temp_dir, tmp_path_factory.mktemp("ray_logs") / "head.log", head=True, num_cpus=2,
-                   dashboard_port=dash)
+                   dashboard_port=free_port())
     try:
         wait_for(lambda: port_open(head.gcs_port), 120, "the head's GCS", [head])
-        wait_for(lambda: http_up(f"http://127.0.0.1:{dash}/api/version"), 120, "the job server", [head])
-        yield dash
+        wait_for(lambda: http_up(f"http://127.0.0.1:{head.dashboard_port}/api/version"), 120, "the job server", [head])
+        yield head
     finally:
         head.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_head_node):
+    """The head's job server HTTP port."""
+    return ray_head_node.dashboard_port
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +182,25 @@ def test_resume_continues_at_iteration_2(ray_head, first_run, base_dir):
     assert sorted(p.name for p in ckpts.iterdir()) == ["iter_00001", "iter_00002", "latest"]  # keep 2
     summary = json.loads((base_dir / "runs" / "e2e" / "summary.json").read_text())
     assert summary["iterations"] == 3
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def test_every_server_of_the_head_listens_on_loopback_only(ray_head_node, first_run):
+    """After a job ran (GCS, raylet, agents, job server and workers up):
+    each TCP socket that a process of the head's tree listens on is bound to 127.0.0.1.
+    Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (rl.ray_loopback) Ray 2.60 binds *:GCS port and
+    the machine's address."""
+    import psutil
+
+    listeners = []
+    head = psutil.Process(ray_head_node.proc.pid)
+    for p in [head, *head.children(recursive=True)]:
+        try:
+            listeners += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            pass
+    assert any(port == ray_head_node.gcs_port for _, _, port in listeners), listeners
+    assert [x for x in listeners if x[1] not in LOOPBACK] == []
