@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from experiments.ray_node import free_port, stop_ray_node
+from experiments.strays import kind_of
 from rl.ray_loopback import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,18 +77,6 @@ class Proc:
     ppid: int
     create_time: float
     title: str  # the command line as the process shows it (setproctitle: "ray::Learner.train_iteration")
-
-
-def kind_of(title: str) -> str:
-    """EngineCore, VllmWorker (vLLM 0.32 titles them "VLLM::Worker..."), ray:: (Ray workers and
-    actors) or other (raylet, GCS, the driver, verifier workers, ...)."""
-    if "EngineCore" in title:
-        return "EngineCore"
-    if re.search(r"VllmWorker|VLLM::Worker", title):
-        return "VllmWorker"
-    if title.startswith("ray::"):
-        return "ray::"
-    return "other"
 
 
 def drivers(procs: Iterable[Proc]) -> list[Proc]:
