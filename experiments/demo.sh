@@ -12,6 +12,7 @@ RL_CONFIG="${RL_CONFIG:-experiments/configs/rl_demo.yaml}"
 SFT_RUN="${SFT_RUN:-demo}"
 RL_RUN="${RL_RUN:-demo-rl}"
 export PYTHONUNBUFFERED=1
+DEMO_START=$(date +%s)
 
 echo "== 1/3 SFT warm start ($SFT_CONFIG)"
 if [ -f "runs/$SFT_RUN/sft_eval.json" ] && [ -d "runs/$SFT_RUN/checkpoint" ]; then
@@ -54,6 +55,8 @@ cleanup() {
     kill -TERM -- "-$RAY_PID" 2>/dev/null || true  # ray start --block stops its raylet, GCS and workers
     for _ in $(seq 60); do kill -0 "$RAY_PID" 2>/dev/null || break; sleep 1; done
     kill -KILL -- "-$RAY_PID" 2>/dev/null || true
+    # Nothing this demo started may outlive it (issue 16): count what is left, by start time.
+    python -m experiments.strays --since "$DEMO_START" --wait-s 30 || echo "stray processes above: kill them by pid"
   fi
 }
 trap cleanup EXIT
