@@ -50,26 +50,24 @@ if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray
-import torch
 
-from prompts.images import row_images
 from prompts.schema import load_prompt_rows
 from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
-                           prepare_run_dir, restore_driver, rng_state, rollout_seed, save_trainer_state)
+                           prepare_run_dir, restore_driver, rng_state, save_trainer_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
-from rl.learner import Episode, Learner, plan_minibatches, shard_groups
+from rl.learner import Learner
 from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_message
 from rl.metrics import RUN_LOGS, RunLogger
-from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
 from rl.ray_loopback import keep_loopback, keep_loopback_for
-from rl.rollout_stats import iteration_metrics, sample_records, skip_message
+from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rl.vision import encode_request, load_vision
-from rollout.engine import GenRequest, make_rollout_actor
+from rl.steps import Prompts, compute_rewards, rollout, step_metrics, update
+from rl.vision import load_vision
+from rollout.engine import make_rollout_actor
 from rollout.recovery import EngineGroup
 
 
@@ -177,24 +175,14 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     run_dir = Path(cfg.output_dir) / cfg.run_name
     px = cfg.data.max_image_pixels
     rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
-    row_by_id = {r.id: r for r in rows}
     eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
     sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
-    sampler_cfg_filters = bool(getattr(cfg.sampler, "dynamic_filtering", False))
     tokenizer = load_tokenizer(cfg.policy)
     vision = load_vision(cfg.policy)
     modality = "image" if any(r.has_images() for r in rows) else "text"
     if modality == "image" and vision is None:
         raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
-    # Prompt ids (one placeholder per image) and engine-side lengths (placeholders expanded).
-    prompt_ids, prompt_len = {}, {}
-    for r in rows:
-        req, prompt_len[r.id] = encode_request(tokenizer, r, vision)
-        prompt_ids[r.id] = req if isinstance(req, list) else req.prompt_token_ids
-
-    def request(pid: str):  # images are decoded when a prompt is drawn, not held for the whole set
-        row = row_by_id[pid]
-        return GenRequest(prompt_ids[pid], row_images(row)) if row.has_images() else prompt_ids[pid]
+    prompts = Prompts.encode(rows, tokenizer, vision)
 
     # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
     resume = prepare_run_dir(run_dir, args.resume)
@@ -278,72 +266,12 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
         try:
             t_iter = time.perf_counter()
             restarts_at_start = engines.restarts
-            times: dict[str, float] = {}
 
-            # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
-            # item under a deadline). With dynamic filtering, groups whose k samples were all right or
-            # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
-            chosen, gens, results, images, n_too_long = [], [], [], [], 0
-            want, kept_ids, n_filtered, drawn = cfg.prompts_per_iteration, [], 0, []
-            for call in range(2 if sampler_cfg_filters else 1):
-                ids = sampler.sample(want, it, exclude=chosen)
-                drawn += ids
-                too_long = [i for i in ids if prompt_len[i] > cfg.data.max_prompt_tokens]
-                ids = [i for i in ids if i not in too_long]
-                n_too_long += len(too_long)
-                t = time.perf_counter()
-                requests = [request(i) for i in ids]
-                seed = rollout_seed(rollout_base_seed, it, call) if rc.seeded else None
-                new_gens = generate(requests, rc.sampling.model_copy(update={"seed": seed}))
-                times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
-                t = time.perf_counter()
-                new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
-                                                    [g.text for g in new_gens], [g.finish_reason for g in new_gens])
-                times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
-                per_prompt: list[list[float]] = [[] for _ in ids]
-                for g, r in zip(new_gens, new_results):
-                    per_prompt[g.prompt_index].append(r.score)
-                    g.prompt_index += len(chosen)  # index into the iteration's `chosen`
-                chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
-                images += [getattr(q, "images", []) for q in requests]
-                scored = list(zip(ids, per_prompt))
-                sampler.update(it, scored)
-                kept_now, filtered_now = sampler.filter_groups(scored)
-                kept_ids += kept_now
-                n_filtered += filtered_now
-                want = filtered_now
-                if not want:
-                    break
-            kept = {pid for pid, _ in kept_ids}
-            by_prompt: dict[int, list[int]] = {}
-            for j, g in enumerate(gens):
-                by_prompt.setdefault(g.prompt_index, []).append(j)
-
-            # 4. rewards: verifier score + weighted k1.5 length reward (per prompt group)
-            lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32)
-            correct = torch.tensor([r.score for r in results], dtype=torch.float32)
-            group_ids = torch.tensor([g.prompt_index for g in gens])
-            len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
-            len_reward = length_penalty(lengths, correct, group_ids)
-            rewards = torch.tensor(scorer.rewards(results), dtype=torch.float32) + len_w * len_reward
-
-            # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
-            groups = [p for p in by_prompt if chosen[p] in kept]
-            # Image prompts: the engine's expanded prompt ids and the same decoded images.
-            episodes = {
-                j: Episode(g.prompt_index, g.prompt_token_ids or prompt_ids[chosen[g.prompt_index]], g.token_ids,
-                           float(rewards[j]), float(sum(g.logprobs)), images[g.prompt_index])
-                for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
-            }
-            t = time.perf_counter()
-            n_ranks = len(learners)
-            # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
-            minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
-            per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
-            stats = learners.run(lambda r, lr: lr.train_iteration.remote(
-                per_rank[r], [len(g) for g in minibatches], cfg.objective.tau, cfg.objective.baseline,
-                cfg.objective.ref_logprobs == "engine", cfg.learner.reset_optimizer_each_iteration))
-            times["time_learn_s"] = time.perf_counter() - t
+            ro = rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed)  # 1-3
+            rw = compute_rewards(it, cfg, scorer, ro)  # 4. verifier score + weighted k1.5 length reward
+            ls = update(cfg, learners, prompts, ro, rw)  # 5. kept groups -> mini-batches -> learner ranks
+            times = ro.times
+            times["time_learn_s"] = ls.time_learn_s
 
             # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
             # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
@@ -363,12 +291,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 t = time.perf_counter()
                 eval_now = last_eval = run_eval(it + 1)
                 times["time_eval_s"] = time.perf_counter() - t
-            metrics = iteration_metrics(
-                it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
-                stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
-                groups_kept=len(groups), minibatches=len(minibatches),
-            )
-            metrics["sampler_drawn_ids"] = drawn  # the sampler's draws, in order (replacements, too-long ones too)
+            metrics = step_metrics(it, prompts, sampler, ro, rw, ls, times, eval_now)
             skipped_updates += metrics["skipped_update"]
             metrics["skipped_updates_total"] = skipped_updates
             metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration
@@ -381,8 +304,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             metrics["redone_iterations_total"] = redone_before + redone
             metrics["wall_s"] = time.perf_counter() - t_start
             logger.log(metrics)
-            logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
-                                          rewards, len_reward, tokenizer, cfg.samples_to_log, cfg.seed))
+            logger.samples(sample_records(it, ro.gens, ro.results, ro.rows(prompts), rw.rewards, rw.len_reward,
+                                          tokenizer, cfg.samples_to_log, cfg.seed))
             print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
                   f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
                   f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
