@@ -1,7 +1,8 @@
 """The steps of one RL iteration (rl/train.py's loop), each a function returning a typed record:
 `rollout` (choose prompts -> generate -> verify -> filter) -> `Rollouts`; `compute_rewards`
 (verifier score + k1.5 length reward) -> `Rewards`; `update` (episodes -> mini-batches -> learner
-ranks) -> `LearnerStats`; `step_metrics` builds the iteration's metrics row from the three."""
+ranks) -> `LearnerStats`; `step_metrics` builds the iteration's metrics row from the three, and
+`RunCounters` keeps the running counts across iterations, processes and learner restarts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from prompts.images import row_images
 from prompts.schema import PromptRow
-from rl.checkpoint import rollout_seed
+from rl.checkpoint import TrainerState, rng_state, rollout_seed
 from rl.config import RLConfig
 from rl.learner import Episode, plan_minibatches, shard_groups
 from rl.learner_group import LearnerGroup
@@ -179,3 +180,52 @@ def step_metrics(it: int, prompts: Prompts, sampler: PromptSampler, ro: Rollouts
     )
     metrics["sampler_drawn_ids"] = ro.drawn
     return metrics
+
+
+@dataclass
+class RunCounters:
+    """The running counts a metrics row and a checkpoint carry. `*_before`: counted before this
+    process (from the checkpoint resumed). Learner restarts and redone iterations keep counting
+    through a learner restart (events that happened); `skipped_updates` goes back with the run."""
+
+    skipped_updates: int = 0
+    engine_restarts_before: int = 0
+    learner_restarts_before: int = 0
+    redone_before: int = 0
+    redone: int = 0  # iterations redone after learner restarts in this process
+    redone_until: int = -1  # the last iteration being redone
+    logged_learner_restarts: int = 0  # the total as of the last metrics row
+
+    @classmethod
+    def from_state(cls, state: TrainerState | None) -> RunCounters:
+        if state is None:
+            return cls()
+        return cls(state.skipped_updates, state.engine_restarts, state.learner_restarts, state.redone_iterations,
+                   logged_learner_restarts=state.learner_restarts)
+
+    def stamp(self, metrics: dict[str, Any], it: int, engine_restarts: int, engine_restarts_at_start: int,
+              learner_restarts: int) -> None:
+        """Add the counters to iteration `it`'s row; the group counts are those of this process."""
+        self.skipped_updates += metrics["skipped_update"]
+        metrics["skipped_updates_total"] = self.skipped_updates
+        metrics["engine_restarts"] = engine_restarts - engine_restarts_at_start  # engines replaced in this iteration
+        metrics["engine_restarts_total"] = self.engine_restarts_before + engine_restarts
+        # learner group restarts since the previous row, and whether this row replaces cut ones
+        metrics["learner_restarts_total"] = self.learner_restarts_before + learner_restarts
+        metrics["learner_restarts"] = metrics["learner_restarts_total"] - self.logged_learner_restarts
+        self.logged_learner_restarts = metrics["learner_restarts_total"]
+        metrics["redone"] = it <= self.redone_until
+        metrics["redone_iterations_total"] = self.redone_before + self.redone
+
+    def trainer_state(self, it: int, seed: int, sampler: PromptSampler, wall_s: float, start_eval: dict | None,
+                      log_rows: dict[str, int], engine_restarts: int, learner_restarts: int) -> TrainerState:
+        return TrainerState(it, seed, sampler.state_dict(), wall_s, start_eval, log_rows, rng_state(),
+                            self.skipped_updates, self.engine_restarts_before + engine_restarts,
+                            learner_restarts=self.learner_restarts_before + learner_restarts,
+                            redone_iterations=self.redone_before + self.redone)
+
+    def rewound(self, back: TrainerState, it: int, redo: range) -> None:
+        """After a learner restart at iteration `it` back to checkpoint `back`, redoing `redo`."""
+        self.skipped_updates = back.skipped_updates
+        self.logged_learner_restarts = back.learner_restarts
+        self.redone, self.redone_until = self.redone + len(redo), max(self.redone_until, it)

@@ -53,7 +53,7 @@ import ray
 
 from prompts.schema import load_prompt_rows
 from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
-                           prepare_run_dir, restore_driver, rng_state, save_trainer_state)
+                           prepare_run_dir, restore_driver, save_trainer_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
@@ -65,7 +65,7 @@ from rl.ray_loopback import keep_loopback, keep_loopback_for
 from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rl.steps import Prompts, compute_rewards, rollout, step_metrics, update
+from rl.steps import Prompts, RunCounters, compute_rewards, rollout, step_metrics, update
 from rl.vision import load_vision
 from rollout.engine import make_rollout_actor
 from rollout.recovery import EngineGroup
@@ -151,16 +151,7 @@ def save_checkpoint(run_dir: Path, learners: LearnerGroup, state: TrainerState, 
     print(f"[iter {state.iteration}] checkpoint {ck} in {time.perf_counter() - t:.1f}s{gone}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """The run (`train`), then `stop_run`, however the run ends."""
-    run = RunActors()
-    try:
-        return train(argv, run)
-    finally:
-        stop_run(run)
-
-
-def train(argv: list[str] | None, run: RunActors) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -168,34 +159,13 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     ap.add_argument("--base-dir", default=None,
                     help="resolve relative paths of the config against this directory (a submitted job "
                          "runs in an uploaded copy of the working dir, so outputs must go elsewhere)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    # -- config, data, sampler (all validated before any actor starts) ---------------------
-    cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
-    run_dir = Path(cfg.output_dir) / cfg.run_name
-    px = cfg.data.max_image_pixels
-    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
-    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
-    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
-    tokenizer = load_tokenizer(cfg.policy)
-    vision = load_vision(cfg.policy)
-    modality = "image" if any(r.has_images() for r in rows) else "text"
-    if modality == "image" and vision is None:
-        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
-    prompts = Prompts.encode(rows, tokenizer, vision)
 
-    # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
-    resume = prepare_run_dir(run_dir, args.resume)
-    ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
-    policy = resume.policy(cfg.policy)
-    if args.resume:
-        print(resume.describe(), flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
-
-    # -- actors: engines, learner ranks, verifier pool -------------------------------------
-    connect_ray(cfg)
+def start_actors(cfg: RLConfig, run: RunActors, run_dir: Path, policy: str, ckpt: Path | None,
+                 start_iter: int) -> tuple[EngineGroup, LearnerGroup]:
+    """The engines and the learner ranks (restored from `ckpt` when there is one), registered in
+    `run` as they start, with the engines holding the learner's weights."""
     rc = cfg.rollout
     engine_cfg = rc.engine.model_copy(update={"model": policy, "seed": cfg.seed})
     sync_dtype = "float32" if rc.engine.dtype == "auto" else rc.engine.dtype  # auto: the engine casts
@@ -227,13 +197,74 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
         # The checkpoint's policy/ is bf16 on disk (rl.modeling.save_hf): an engine in another dtype
         # gets the learner's weights as an uninterrupted run's engine had them, by the sync.
         engines.sync_weights()
+    return engines, learners
+
+
+def write_summary(run_dir: Path, modality: str, iterations: int, wall_s: float, start_eval: dict | None,
+                  last_eval: dict | None) -> dict:
+    """summary.json: the run's length and its first and last held-out eval."""
+    summary = {
+        "modality": modality,
+        "iterations": iterations,
+        "wall_s": wall_s,
+        "start_eval_pass_at_1": (start_eval or {}).get("pass_at_1"),
+        "final_eval_pass_at_1": (last_eval or {}).get("pass_at_1"),
+        "start_eval": start_eval,
+        "final_eval": last_eval,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"done: pass@1 {summary['start_eval_pass_at_1']} -> {summary['final_eval_pass_at_1']} "
+          f"in {summary['wall_s']:.0f}s ({summary['iterations']} iterations)")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """The run (`train`), then `stop_run`, however the run ends."""
+    run = RunActors()
+    try:
+        return train(argv, run)
+    finally:
+        stop_run(run)
+
+
+def train(argv: list[str] | None, run: RunActors) -> dict:
+    args = parse_args(argv)
+
+    # -- config, data, sampler (all validated before any actor starts) ---------------------
+    cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    px = cfg.data.max_image_pixels
+    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
+    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
+    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
+    tokenizer = load_tokenizer(cfg.policy)
+    vision = load_vision(cfg.policy)
+    modality = "image" if any(r.has_images() for r in rows) else "text"
+    if modality == "image" and vision is None:
+        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
+    prompts = Prompts.encode(rows, tokenizer, vision)
+
+    # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
+    resume = prepare_run_dir(run_dir, args.resume)
+    ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
+    policy = resume.policy(cfg.policy)
+    if args.resume:
+        print(resume.describe(), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
+
+    # -- actors: engines, learner ranks, verifier pool -------------------------------------
+    connect_ray(cfg)
+    engines, learners = start_actors(cfg, run, run_dir, policy, ckpt, start_iter)
     scorer = run.scorer = Scorer(cfg.reward)
     generate = engines.generate  # an engine that dies is replaced and its requests generated again
 
     def run_eval(iteration: int) -> dict:
         ec = cfg.eval
         res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
-                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=rc.engine.max_model_len, vision=vision)
+                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=cfg.rollout.engine.max_model_len,
+                       vision=vision)
         print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
         return res.to_dict()
 
@@ -241,23 +272,15 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
     last_eval = start_eval
     last_iter_s = 0.0
-    skipped_updates = state.skipped_updates if state else 0
-    restarts_before = state.engine_restarts if state else 0  # engines replaced before this process
-    # Learner restarts and redone iterations before this process; both keep counting through a
-    # learner restart (events that happened), unlike the per-iteration counters above.
-    learner_restarts_before = state.learner_restarts if state else 0
-    redone_before, redone, redone_until = (state.redone_iterations if state else 0), 0, -1
-    logged_learner_restarts = learner_restarts_before  # the total as of the last metrics row
+    counters = RunCounters.from_state(state)
     restore_driver(state, sampler)  # sampler and driver RNG as the checkpoint left them
     # What a learner restart before the first checkpoint goes back to: the run as it is now.
-    initial = TrainerState(-1, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval,
-                           {name: 0 for name in RUN_LOGS}, rng_state(), skipped_updates=skipped_updates,
-                           engine_restarts=restarts_before, learner_restarts=learner_restarts_before,
-                           redone_iterations=redone_before)
+    initial = counters.trainer_state(-1, cfg.seed, sampler, time.perf_counter() - t_start, start_eval,
+                                     {name: 0 for name in RUN_LOGS}, 0, 0)
     last_ckpt_t = time.perf_counter()
     # Each rollout call's seed comes from (seed, iteration, call): what the engines sample does not
     # depend on when their processes started (rl.checkpoint.rollout_seed).
-    rollout_base_seed = cfg.seed if rc.sampling.seed is None else rc.sampling.seed
+    rollout_base_seed = cfg.seed if cfg.rollout.sampling.seed is None else cfg.rollout.sampling.seed
 
     # -- the loop ------------------------------------------------------------------------------
     iterations = Iterations(start_iter, cfg.iterations)  # a learner restart sends it back to a checkpoint
@@ -292,16 +315,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 eval_now = last_eval = run_eval(it + 1)
                 times["time_eval_s"] = time.perf_counter() - t
             metrics = step_metrics(it, prompts, sampler, ro, rw, ls, times, eval_now)
-            skipped_updates += metrics["skipped_update"]
-            metrics["skipped_updates_total"] = skipped_updates
-            metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration
-            metrics["engine_restarts_total"] = restarts_before + engines.restarts
-            # learner group restarts since the previous row, and whether this row replaces cut ones
-            metrics["learner_restarts_total"] = learner_restarts_before + learners.restarts
-            metrics["learner_restarts"] = metrics["learner_restarts_total"] - logged_learner_restarts
-            logged_learner_restarts = metrics["learner_restarts_total"]
-            metrics["redone"] = it <= redone_until
-            metrics["redone_iterations_total"] = redone_before + redone
+            counters.stamp(metrics, it, engines.restarts, restarts_at_start, learners.restarts)
             metrics["wall_s"] = time.perf_counter() - t_start
             logger.log(metrics)
             logger.samples(sample_records(it, ro.gens, ro.results, ro.rows(prompts), rw.rewards, rw.len_reward,
@@ -314,11 +328,9 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 print(skipped, flush=True)
             if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
                               time.perf_counter() - last_ckpt_t):
-                save_checkpoint(run_dir, learners, TrainerState(
-                    it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
-                    rng_state(), skipped_updates, restarts_before + engines.restarts,
-                    learner_restarts=learner_restarts_before + learners.restarts,
-                    redone_iterations=redone_before + redone), cfg)
+                save_checkpoint(run_dir, learners, counters.trainer_state(
+                    it, cfg.seed, sampler, time.perf_counter() - t_start, start_eval, dict(logger.rows),
+                    engines.restarts, learners.restarts), cfg)
                 last_ckpt_t = time.perf_counter()
             learners.finished(it)
         except LearnerDied as death:
@@ -328,11 +340,10 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
             restore_driver(back.state, sampler)
             t_start = time.perf_counter() - back.state.wall_s
-            skipped_updates, last_eval, last_iter_s = back.state.skipped_updates, start_eval, 0.0
-            logged_learner_restarts = back.state.learner_restarts
+            last_eval, last_iter_s = start_eval, 0.0
             logger = RunLogger(run_dir, cfg.tensorboard, append=True, purge_step=back.start_iteration)
             redo = range(back.start_iteration, it + 1)
-            redone, redone_until = redone + len(redo), max(redone_until, it)
+            counters.rewound(back.state, it, redo)
             print(restart_message(death, it, back.checkpoint, cfg.policy, redo), flush=True)
             for line in back.log_changes():
                 print(line, flush=True)
@@ -343,18 +354,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
             break
 
-    summary = {
-        "modality": modality,
-        "iterations": it + 1,
-        "wall_s": time.perf_counter() - t_start,
-        "start_eval_pass_at_1": (start_eval or {}).get("pass_at_1"),
-        "final_eval_pass_at_1": (last_eval or {}).get("pass_at_1"),
-        "start_eval": start_eval,
-        "final_eval": last_eval,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"done: pass@1 {summary['start_eval_pass_at_1']} -> {summary['final_eval_pass_at_1']} "
-          f"in {summary['wall_s']:.0f}s ({summary['iterations']} iterations)")
+    summary = write_summary(run_dir, modality, it + 1, time.perf_counter() - t_start, start_eval, last_eval)
     logger.close()
     return summary
 
