@@ -18,7 +18,8 @@ implemented yet; the reference log-probs are recomputed by the learner (exact) u
 
 Top to bottom: config -> Ray -> prompts, sampler, verifier -> vLLM engine actors and learner
 ranks -> loop: sample prompts -> rollout -> verify -> length reward -> update -> weight sync ->
-eval / checkpoint / metrics.
+eval / checkpoint / metrics. Each step before the sync is a function of `rl.steps` returning a typed
+record (`Rollouts`, `Rewards`, `LearnerStats`); the metrics row is built from those records.
 
 An engine whose actor or EngineCore dies is replaced in-run with the current weights and its lost
 requests are generated again (`rollout.recovery.EngineGroup`, counted as `engine_restarts`);
@@ -40,10 +41,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs it)
@@ -85,8 +88,6 @@ def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
 def connect_ray(cfg: RLConfig) -> None:
     """Join the cluster a job was submitted to (RAY_ADDRESS is set then), a configured one, or
     start a local one bound to 127.0.0.1."""
-    import os
-
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         keep_loopback_for(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=cfg.ray.address, log_to_driver=False)
@@ -200,6 +201,27 @@ def start_actors(cfg: RLConfig, run: RunActors, run_dir: Path, policy: str, ckpt
     return engines, learners
 
 
+def held_out_eval(cfg: RLConfig, generate, tokenizer, eval_rows: list, scorer: Scorer, vision,
+                  iteration: int) -> dict:
+    """The held-out eval (pass@1, pass@k) of the engines' current policy, printed and as a dict."""
+    ec = cfg.eval
+    res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
+                   max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=cfg.rollout.engine.max_model_len,
+                   vision=vision)
+    print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
+    return res.to_dict()
+
+
+def print_iteration(it: int, metrics: dict, times: dict[str, float]) -> None:
+    """The iteration's line on stdout, and why its update was skipped if it was."""
+    print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
+          f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
+          f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
+          flush=True)
+    if (skipped := skip_message(it, metrics)) is not None:
+        print(skipped, flush=True)
+
+
 def write_summary(run_dir: Path, modality: str, iterations: int, wall_s: float, start_eval: dict | None,
                   last_eval: dict | None) -> dict:
     """summary.json: the run's length and its first and last held-out eval."""
@@ -260,13 +282,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     scorer = run.scorer = Scorer(cfg.reward)
     generate = engines.generate  # an engine that dies is replaced and its requests generated again
 
-    def run_eval(iteration: int) -> dict:
-        ec = cfg.eval
-        res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
-                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=cfg.rollout.engine.max_model_len,
-                       vision=vision)
-        print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
-        return res.to_dict()
+    run_eval = partial(held_out_eval, cfg, generate, tokenizer, eval_rows, scorer, vision)
 
     t_start = time.perf_counter() - (state.wall_s if state else 0.0)
     start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
@@ -320,12 +336,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             logger.log(metrics)
             logger.samples(sample_records(it, ro.gens, ro.results, ro.rows(prompts), rw.rewards, rw.len_reward,
                                           tokenizer, cfg.samples_to_log, cfg.seed))
-            print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
-                  f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
-                  f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
-                  flush=True)
-            if (skipped := skip_message(it, metrics)) is not None:
-                print(skipped, flush=True)
+            print_iteration(it, metrics, times)
             if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
                               time.perf_counter() - last_ckpt_t):
                 save_checkpoint(run_dir, learners, counters.trainer_state(
