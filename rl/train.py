@@ -18,7 +18,8 @@ implemented yet; the reference log-probs are recomputed by the learner (exact) u
 
 Top to bottom: config -> Ray -> prompts, sampler, verifier -> vLLM engine actors and learner
 ranks -> loop: sample prompts -> rollout -> verify -> length reward -> update -> weight sync ->
-eval / checkpoint / metrics.
+eval / checkpoint / metrics. Each step before the sync is a function of `rl.steps` returning a typed
+record (`Rollouts`, `Rewards`, `LearnerStats`); the metrics row is built from those records.
 
 An engine whose actor or EngineCore dies is replaced in-run with the current weights and its lost
 requests are generated again (`rollout.recovery.EngineGroup`, counted as `engine_restarts`);
@@ -40,36 +41,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray
-import torch
 
-from prompts.images import row_images
 from prompts.schema import load_prompt_rows
 from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
-                           prepare_run_dir, restore_driver, rng_state, rollout_seed, save_trainer_state)
+                           prepare_run_dir, restore_driver, save_trainer_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
-from rl.learner import Episode, Learner, plan_minibatches, shard_groups
+from rl.learner import Learner
 from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_message
 from rl.metrics import RUN_LOGS, RunLogger
-from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.modeling import load_tokenizer
 from rl.ray_loopback import keep_loopback, keep_loopback_for
-from rl.rollout_stats import iteration_metrics, sample_records, skip_message
+from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rl.vision import encode_request, load_vision
-from rollout.engine import GenRequest, make_rollout_actor
+from rl.steps import Prompts, RunCounters, compute_rewards, rollout, step_metrics, update
+from rl.vision import load_vision
+from rollout.engine import make_rollout_actor
 from rollout.recovery import EngineGroup
 
 
@@ -87,8 +88,6 @@ def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
 def connect_ray(cfg: RLConfig) -> None:
     """Join the cluster a job was submitted to (RAY_ADDRESS is set then), a configured one, or
     start a local one bound to 127.0.0.1."""
-    import os
-
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         keep_loopback_for(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=cfg.ray.address, log_to_driver=False)
@@ -153,16 +152,7 @@ def save_checkpoint(run_dir: Path, learners: LearnerGroup, state: TrainerState, 
     print(f"[iter {state.iteration}] checkpoint {ck} in {time.perf_counter() - t:.1f}s{gone}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """The run (`train`), then `stop_run`, however the run ends."""
-    run = RunActors()
-    try:
-        return train(argv, run)
-    finally:
-        stop_run(run)
-
-
-def train(argv: list[str] | None, run: RunActors) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -170,44 +160,13 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     ap.add_argument("--base-dir", default=None,
                     help="resolve relative paths of the config against this directory (a submitted job "
                          "runs in an uploaded copy of the working dir, so outputs must go elsewhere)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    # -- config, data, sampler (all validated before any actor starts) ---------------------
-    cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
-    run_dir = Path(cfg.output_dir) / cfg.run_name
-    px = cfg.data.max_image_pixels
-    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
-    row_by_id = {r.id: r for r in rows}
-    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
-    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
-    sampler_cfg_filters = bool(getattr(cfg.sampler, "dynamic_filtering", False))
-    tokenizer = load_tokenizer(cfg.policy)
-    vision = load_vision(cfg.policy)
-    modality = "image" if any(r.has_images() for r in rows) else "text"
-    if modality == "image" and vision is None:
-        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
-    # Prompt ids (one placeholder per image) and engine-side lengths (placeholders expanded).
-    prompt_ids, prompt_len = {}, {}
-    for r in rows:
-        req, prompt_len[r.id] = encode_request(tokenizer, r, vision)
-        prompt_ids[r.id] = req if isinstance(req, list) else req.prompt_token_ids
 
-    def request(pid: str):  # images are decoded when a prompt is drawn, not held for the whole set
-        row = row_by_id[pid]
-        return GenRequest(prompt_ids[pid], row_images(row)) if row.has_images() else prompt_ids[pid]
-
-    # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
-    resume = prepare_run_dir(run_dir, args.resume)
-    ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
-    policy = resume.policy(cfg.policy)
-    if args.resume:
-        print(resume.describe(), flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
-
-    # -- actors: engines, learner ranks, verifier pool -------------------------------------
-    connect_ray(cfg)
+def start_actors(cfg: RLConfig, run: RunActors, run_dir: Path, policy: str, ckpt: Path | None,
+                 start_iter: int) -> tuple[EngineGroup, LearnerGroup]:
+    """The engines and the learner ranks (restored from `ckpt` when there is one), registered in
+    `run` as they start, with the engines holding the learner's weights."""
     rc = cfg.rollout
     engine_cfg = rc.engine.model_copy(update={"model": policy, "seed": cfg.seed})
     sync_dtype = "float32" if rc.engine.dtype == "auto" else rc.engine.dtype  # auto: the engine casts
@@ -239,37 +198,105 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
         # The checkpoint's policy/ is bf16 on disk (rl.modeling.save_hf): an engine in another dtype
         # gets the learner's weights as an uninterrupted run's engine had them, by the sync.
         engines.sync_weights()
+    return engines, learners
+
+
+def held_out_eval(cfg: RLConfig, generate, tokenizer, eval_rows: list, scorer: Scorer, vision,
+                  iteration: int) -> dict:
+    """The held-out eval (pass@1, pass@k) of the engines' current policy, printed and as a dict."""
+    ec = cfg.eval
+    res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
+                   max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=cfg.rollout.engine.max_model_len,
+                   vision=vision)
+    print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
+    return res.to_dict()
+
+
+def print_iteration(it: int, metrics: dict, times: dict[str, float]) -> None:
+    """The iteration's line on stdout, and why its update was skipped if it was."""
+    print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
+          f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
+          f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
+          flush=True)
+    if (skipped := skip_message(it, metrics)) is not None:
+        print(skipped, flush=True)
+
+
+def write_summary(run_dir: Path, modality: str, iterations: int, wall_s: float, start_eval: dict | None,
+                  last_eval: dict | None) -> dict:
+    """summary.json: the run's length and its first and last held-out eval."""
+    summary = {
+        "modality": modality,
+        "iterations": iterations,
+        "wall_s": wall_s,
+        "start_eval_pass_at_1": (start_eval or {}).get("pass_at_1"),
+        "final_eval_pass_at_1": (last_eval or {}).get("pass_at_1"),
+        "start_eval": start_eval,
+        "final_eval": last_eval,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"done: pass@1 {summary['start_eval_pass_at_1']} -> {summary['final_eval_pass_at_1']} "
+          f"in {summary['wall_s']:.0f}s ({summary['iterations']} iterations)")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """The run (`train`), then `stop_run`, however the run ends."""
+    run = RunActors()
+    try:
+        return train(argv, run)
+    finally:
+        stop_run(run)
+
+
+def train(argv: list[str] | None, run: RunActors) -> dict:
+    args = parse_args(argv)
+
+    # -- config, data, sampler (all validated before any actor starts) ---------------------
+    cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    px = cfg.data.max_image_pixels
+    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
+    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
+    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
+    tokenizer = load_tokenizer(cfg.policy)
+    vision = load_vision(cfg.policy)
+    modality = "image" if any(r.has_images() for r in rows) else "text"
+    if modality == "image" and vision is None:
+        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
+    prompts = Prompts.encode(rows, tokenizer, vision)
+
+    # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
+    resume = prepare_run_dir(run_dir, args.resume)
+    ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
+    policy = resume.policy(cfg.policy)
+    if args.resume:
+        print(resume.describe(), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
+
+    # -- actors: engines, learner ranks, verifier pool -------------------------------------
+    connect_ray(cfg)
+    engines, learners = start_actors(cfg, run, run_dir, policy, ckpt, start_iter)
     scorer = run.scorer = Scorer(cfg.reward)
     generate = engines.generate  # an engine that dies is replaced and its requests generated again
 
-    def run_eval(iteration: int) -> dict:
-        ec = cfg.eval
-        res = evaluate(generate, tokenizer, eval_rows, scorer, samples=ec.samples, temperature=ec.temperature,
-                       max_tokens=ec.max_tokens, seed=ec.seed, max_model_len=rc.engine.max_model_len, vision=vision)
-        print(f"[eval @ {iteration}] pass@1 {res.pass_at_1:.3f}  pass@{res.k} {res.pass_at_k:.3f}  n={res.n}")
-        return res.to_dict()
+    run_eval = partial(held_out_eval, cfg, generate, tokenizer, eval_rows, scorer, vision)
 
     t_start = time.perf_counter() - (state.wall_s if state else 0.0)
     start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
     last_eval = start_eval
     last_iter_s = 0.0
-    skipped_updates = state.skipped_updates if state else 0
-    restarts_before = state.engine_restarts if state else 0  # engines replaced before this process
-    # Learner restarts and redone iterations before this process; both keep counting through a
-    # learner restart (events that happened), unlike the per-iteration counters above.
-    learner_restarts_before = state.learner_restarts if state else 0
-    redone_before, redone, redone_until = (state.redone_iterations if state else 0), 0, -1
-    logged_learner_restarts = learner_restarts_before  # the total as of the last metrics row
+    counters = RunCounters.from_state(state)
     restore_driver(state, sampler)  # sampler and driver RNG as the checkpoint left them
     # What a learner restart before the first checkpoint goes back to: the run as it is now.
-    initial = TrainerState(-1, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval,
-                           {name: 0 for name in RUN_LOGS}, rng_state(), skipped_updates=skipped_updates,
-                           engine_restarts=restarts_before, learner_restarts=learner_restarts_before,
-                           redone_iterations=redone_before)
+    initial = counters.trainer_state(-1, cfg.seed, sampler, time.perf_counter() - t_start, start_eval,
+                                     {name: 0 for name in RUN_LOGS}, 0, 0)
     last_ckpt_t = time.perf_counter()
     # Each rollout call's seed comes from (seed, iteration, call): what the engines sample does not
     # depend on when their processes started (rl.checkpoint.rollout_seed).
-    rollout_base_seed = cfg.seed if rc.sampling.seed is None else rc.sampling.seed
+    rollout_base_seed = cfg.seed if cfg.rollout.sampling.seed is None else cfg.rollout.sampling.seed
 
     # -- the loop ------------------------------------------------------------------------------
     iterations = Iterations(start_iter, cfg.iterations)  # a learner restart sends it back to a checkpoint
@@ -278,72 +305,12 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
         try:
             t_iter = time.perf_counter()
             restarts_at_start = engines.restarts
-            times: dict[str, float] = {}
 
-            # 1-3. choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched, every
-            # item under a deadline). With dynamic filtering, groups whose k samples were all right or
-            # all wrong carry no advantage; they are dropped and replaced once by fresh prompts.
-            chosen, gens, results, images, n_too_long = [], [], [], [], 0
-            want, kept_ids, n_filtered, drawn = cfg.prompts_per_iteration, [], 0, []
-            for call in range(2 if sampler_cfg_filters else 1):
-                ids = sampler.sample(want, it, exclude=chosen)
-                drawn += ids
-                too_long = [i for i in ids if prompt_len[i] > cfg.data.max_prompt_tokens]
-                ids = [i for i in ids if i not in too_long]
-                n_too_long += len(too_long)
-                t = time.perf_counter()
-                requests = [request(i) for i in ids]
-                seed = rollout_seed(rollout_base_seed, it, call) if rc.seeded else None
-                new_gens = generate(requests, rc.sampling.model_copy(update={"seed": seed}))
-                times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
-                t = time.perf_counter()
-                new_results = scorer.score_detailed([row_by_id[ids[g.prompt_index]] for g in new_gens],
-                                                    [g.text for g in new_gens], [g.finish_reason for g in new_gens])
-                times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
-                per_prompt: list[list[float]] = [[] for _ in ids]
-                for g, r in zip(new_gens, new_results):
-                    per_prompt[g.prompt_index].append(r.score)
-                    g.prompt_index += len(chosen)  # index into the iteration's `chosen`
-                chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
-                images += [getattr(q, "images", []) for q in requests]
-                scored = list(zip(ids, per_prompt))
-                sampler.update(it, scored)
-                kept_now, filtered_now = sampler.filter_groups(scored)
-                kept_ids += kept_now
-                n_filtered += filtered_now
-                want = filtered_now
-                if not want:
-                    break
-            kept = {pid for pid, _ in kept_ids}
-            by_prompt: dict[int, list[int]] = {}
-            for j, g in enumerate(gens):
-                by_prompt.setdefault(g.prompt_index, []).append(j)
-
-            # 4. rewards: verifier score + weighted k1.5 length reward (per prompt group)
-            lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32)
-            correct = torch.tensor([r.score for r in results], dtype=torch.float32)
-            group_ids = torch.tensor([g.prompt_index for g in gens])
-            len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
-            len_reward = length_penalty(lengths, correct, group_ids)
-            rewards = torch.tensor(scorer.rewards(results), dtype=torch.float32) + len_w * len_reward
-
-            # 5. update: whole groups, split into mini-batches, each shared out over learner ranks
-            groups = [p for p in by_prompt if chosen[p] in kept]
-            # Image prompts: the engine's expanded prompt ids and the same decoded images.
-            episodes = {
-                j: Episode(g.prompt_index, g.prompt_token_ids or prompt_ids[chosen[g.prompt_index]], g.token_ids,
-                           float(rewards[j]), float(sum(g.logprobs)), images[g.prompt_index])
-                for j, g in enumerate(gens) if chosen[g.prompt_index] in kept
-            }
-            t = time.perf_counter()
-            n_ranks = len(learners)
-            # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
-            minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
-            per_rank = shard_groups(minibatches, {p: [episodes[j] for j in by_prompt[p]] for p in groups}, n_ranks)
-            stats = learners.run(lambda r, lr: lr.train_iteration.remote(
-                per_rank[r], [len(g) for g in minibatches], cfg.objective.tau, cfg.objective.baseline,
-                cfg.objective.ref_logprobs == "engine", cfg.learner.reset_optimizer_each_iteration))
-            times["time_learn_s"] = time.perf_counter() - t
+            ro = rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed)  # 1-3
+            rw = compute_rewards(it, cfg, scorer, ro)  # 4. verifier score + weighted k1.5 length reward
+            ls = update(cfg, learners, prompts, ro, rw)  # 5. kept groups -> mini-batches -> learner ranks
+            times = ro.times
+            times["time_learn_s"] = ls.time_learn_s
 
             # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
             # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
@@ -363,39 +330,18 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 t = time.perf_counter()
                 eval_now = last_eval = run_eval(it + 1)
                 times["time_eval_s"] = time.perf_counter() - t
-            metrics = iteration_metrics(
-                it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens], rewards, len_reward, len_w,
-                stats, times, sampler.metrics([pid for pid, _ in kept_ids]), n_filtered, n_too_long, eval_now,
-                groups_kept=len(groups), minibatches=len(minibatches),
-            )
-            metrics["sampler_drawn_ids"] = drawn  # the sampler's draws, in order (replacements, too-long ones too)
-            skipped_updates += metrics["skipped_update"]
-            metrics["skipped_updates_total"] = skipped_updates
-            metrics["engine_restarts"] = engines.restarts - restarts_at_start  # engines replaced in this iteration
-            metrics["engine_restarts_total"] = restarts_before + engines.restarts
-            # learner group restarts since the previous row, and whether this row replaces cut ones
-            metrics["learner_restarts_total"] = learner_restarts_before + learners.restarts
-            metrics["learner_restarts"] = metrics["learner_restarts_total"] - logged_learner_restarts
-            logged_learner_restarts = metrics["learner_restarts_total"]
-            metrics["redone"] = it <= redone_until
-            metrics["redone_iterations_total"] = redone_before + redone
+            metrics = step_metrics(it, prompts, sampler, ro, rw, ls, times, eval_now)
+            counters.stamp(metrics, it, engines.restarts, restarts_at_start, learners.restarts)
             metrics["wall_s"] = time.perf_counter() - t_start
             logger.log(metrics)
-            logger.samples(sample_records(it, gens, results, [row_by_id[chosen[g.prompt_index]] for g in gens],
-                                          rewards, len_reward, tokenizer, cfg.samples_to_log, cfg.seed))
-            print(f"[iter {it}] reward {metrics['reward_mean']:.3f} pass {metrics['pass_rate']:.3f} "
-                  f"len {metrics['response_len_mean']:.0f} kl {metrics['kl_to_ref']:.4f} "
-                  f"({metrics['iteration_s']:.1f}s: rollout {times['time_rollout_s']:.1f} learn {times['time_learn_s']:.1f})",
-                  flush=True)
-            if (skipped := skip_message(it, metrics)) is not None:
-                print(skipped, flush=True)
+            logger.samples(sample_records(it, ro.gens, ro.results, ro.rows(prompts), rw.rewards, rw.len_reward,
+                                          tokenizer, cfg.samples_to_log, cfg.seed))
+            print_iteration(it, metrics, times)
             if checkpoint_due(it, is_last, cfg.checkpoint_every, cfg.checkpoint_every_minutes,
                               time.perf_counter() - last_ckpt_t):
-                save_checkpoint(run_dir, learners, TrainerState(
-                    it, cfg.seed, sampler.state_dict(), time.perf_counter() - t_start, start_eval, dict(logger.rows),
-                    rng_state(), skipped_updates, restarts_before + engines.restarts,
-                    learner_restarts=learner_restarts_before + learners.restarts,
-                    redone_iterations=redone_before + redone), cfg)
+                save_checkpoint(run_dir, learners, counters.trainer_state(
+                    it, cfg.seed, sampler, time.perf_counter() - t_start, start_eval, dict(logger.rows),
+                    engines.restarts, learners.restarts), cfg)
                 last_ckpt_t = time.perf_counter()
             learners.finished(it)
         except LearnerDied as death:
@@ -405,11 +351,10 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
             restore_driver(back.state, sampler)
             t_start = time.perf_counter() - back.state.wall_s
-            skipped_updates, last_eval, last_iter_s = back.state.skipped_updates, start_eval, 0.0
-            logged_learner_restarts = back.state.learner_restarts
+            last_eval, last_iter_s = start_eval, 0.0
             logger = RunLogger(run_dir, cfg.tensorboard, append=True, purge_step=back.start_iteration)
             redo = range(back.start_iteration, it + 1)
-            redone, redone_until = redone + len(redo), max(redone_until, it)
+            counters.rewound(back.state, it, redo)
             print(restart_message(death, it, back.checkpoint, cfg.policy, redo), flush=True)
             for line in back.log_changes():
                 print(line, flush=True)
@@ -420,18 +365,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
             break
 
-    summary = {
-        "modality": modality,
-        "iterations": it + 1,
-        "wall_s": time.perf_counter() - t_start,
-        "start_eval_pass_at_1": (start_eval or {}).get("pass_at_1"),
-        "final_eval_pass_at_1": (last_eval or {}).get("pass_at_1"),
-        "start_eval": start_eval,
-        "final_eval": last_eval,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"done: pass@1 {summary['start_eval_pass_at_1']} -> {summary['final_eval_pass_at_1']} "
-          f"in {summary['wall_s']:.0f}s ({summary['iterations']} iterations)")
+    summary = write_summary(run_dir, modality, it + 1, time.perf_counter() - t_start, start_eval, last_eval)
     logger.close()
     return summary
 

@@ -1,0 +1,231 @@
+"""The steps of one RL iteration (rl/train.py's loop), each a function returning a typed record:
+`rollout` (choose prompts -> generate -> verify -> filter) -> `Rollouts`; `compute_rewards`
+(verifier score + k1.5 length reward) -> `Rewards`; `update` (episodes -> mini-batches -> learner
+ranks) -> `LearnerStats`; `step_metrics` builds the iteration's metrics row from the three, and
+`RunCounters` keeps the running counts across iterations, processes and learner restarts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from prompts.images import row_images
+from prompts.schema import PromptRow
+from rl.checkpoint import TrainerState, rng_state, rollout_seed
+from rl.config import RLConfig
+from rl.learner import Episode, plan_minibatches, shard_groups
+from rl.learner_group import LearnerGroup
+from rl.mirror_descent import length_penalty, length_penalty_weight
+from rl.rollout_stats import iteration_metrics
+from rl.sampling import PromptSampler
+from rl.scoring import Scorer, ScoreResult
+from rl.vision import encode_request
+from rollout.engine import Generation, GenRequest
+
+
+@dataclass
+class Prompts:
+    """The training prompts, encoded once: ids with one placeholder per image (`ids`) and the
+    engine-side lengths with the placeholders expanded (`engine_len`)."""
+
+    rows: dict[str, PromptRow]
+    ids: dict[str, list[int]]
+    engine_len: dict[str, int]
+
+    @classmethod
+    def encode(cls, rows: list[PromptRow], tokenizer, vision) -> Prompts:
+        prompts = cls({r.id: r for r in rows}, {}, {})
+        for r in rows:
+            req, prompts.engine_len[r.id] = encode_request(tokenizer, r, vision)
+            prompts.ids[r.id] = req if isinstance(req, list) else req.prompt_token_ids
+        return prompts
+
+    def request(self, pid: str) -> GenRequest | list[int]:
+        """Images are decoded when a prompt is drawn, not held for the whole set."""
+        row = self.rows[pid]
+        return GenRequest(self.ids[pid], row_images(row)) if row.has_images() else self.ids[pid]
+
+
+@dataclass
+class Rollouts:
+    """One iteration's rollout, verify and filter. `Generation.prompt_index` indexes `chosen`."""
+
+    chosen: list[str]  # prompt ids generated for, both rounds
+    gens: list[Generation]
+    results: list[ScoreResult]  # one per generation
+    images: list[list]  # per chosen prompt
+    n_too_long: int  # drawn prompts skipped for exceeding data.max_prompt_tokens
+    kept_ids: list[tuple[str, list[float]]]  # the groups the sampler kept, with their scores
+    n_filtered: int  # groups dropped by dynamic filtering
+    drawn: list[str]  # the sampler's draws, in order (replacements, too-long ones too)
+    times: dict[str, float]
+    by_prompt: dict[int, list[int]] = field(default_factory=dict)  # prompt index -> generation indices
+
+    def __post_init__(self):
+        for j, g in enumerate(self.gens):
+            self.by_prompt.setdefault(g.prompt_index, []).append(j)
+
+    @property
+    def kept(self) -> set[str]:
+        return {pid for pid, _ in self.kept_ids}
+
+    def rows(self, prompts: Prompts) -> list[PromptRow]:
+        """The prompt row of each generation."""
+        return [prompts.rows[self.chosen[g.prompt_index]] for g in self.gens]
+
+
+def rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, generate: Callable,
+            scorer: Scorer, base_seed: int) -> Rollouts:
+    """Steps 1-3: choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched,
+    every item under a deadline). With dynamic filtering, groups whose k samples were all right or
+    all wrong carry no advantage; they are dropped and replaced once by fresh prompts."""
+    rc = cfg.rollout
+    chosen, gens, results, images, n_too_long = [], [], [], [], 0
+    want, kept_ids, n_filtered, drawn = cfg.prompts_per_iteration, [], 0, []
+    times: dict[str, float] = {}
+    for call in range(2 if getattr(cfg.sampler, "dynamic_filtering", False) else 1):
+        ids = sampler.sample(want, it, exclude=chosen)
+        drawn += ids
+        too_long = [i for i in ids if prompts.engine_len[i] > cfg.data.max_prompt_tokens]
+        ids = [i for i in ids if i not in too_long]
+        n_too_long += len(too_long)
+        t = time.perf_counter()
+        requests = [prompts.request(i) for i in ids]
+        seed = rollout_seed(base_seed, it, call) if rc.seeded else None
+        new_gens = generate(requests, rc.sampling.model_copy(update={"seed": seed}))
+        times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        new_results = scorer.score_detailed([prompts.rows[ids[g.prompt_index]] for g in new_gens],
+                                            [g.text for g in new_gens], [g.finish_reason for g in new_gens])
+        times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
+        per_prompt: list[list[float]] = [[] for _ in ids]
+        for g, r in zip(new_gens, new_results):
+            per_prompt[g.prompt_index].append(r.score)
+            g.prompt_index += len(chosen)  # index into the iteration's `chosen`
+        chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
+        images += [getattr(q, "images", []) for q in requests]
+        scored = list(zip(ids, per_prompt))
+        sampler.update(it, scored)
+        kept_now, filtered_now = sampler.filter_groups(scored)
+        kept_ids += kept_now
+        n_filtered += filtered_now
+        want = filtered_now
+        if not want:
+            break
+    return Rollouts(chosen, gens, results, images, n_too_long, kept_ids, n_filtered, drawn, times)
+
+
+@dataclass
+class Rewards:
+    """Step 4's per-generation rewards: verifier reward + `len_weight` x the k1.5 length reward."""
+
+    rewards: torch.Tensor  # [n_gens]
+    len_reward: torch.Tensor  # [n_gens]
+    len_weight: float
+
+
+def compute_rewards(it: int, cfg: RLConfig, scorer: Scorer, ro: Rollouts) -> Rewards:
+    """Verifier score + weighted k1.5 length reward (per prompt group, arXiv 2501.12599 §2.3.3)."""
+    lengths = torch.tensor([len(g.token_ids) for g in ro.gens], dtype=torch.float32)
+    correct = torch.tensor([r.score for r in ro.results], dtype=torch.float32)
+    group_ids = torch.tensor([g.prompt_index for g in ro.gens])
+    len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
+    len_reward = length_penalty(lengths, correct, group_ids)
+    rewards = torch.tensor(scorer.rewards(ro.results), dtype=torch.float32) + len_w * len_reward
+    return Rewards(rewards, len_reward, len_w)
+
+
+@dataclass
+class LearnerStats:
+    """Step 5's outcome: each rank's `train_iteration` stats, and how the groups were split."""
+
+    per_rank: list[dict]
+    groups_kept: int
+    minibatches: int
+    time_learn_s: float
+
+
+def update(cfg: RLConfig, learners: LearnerGroup, prompts: Prompts, ro: Rollouts, rw: Rewards) -> LearnerStats:
+    """Whole kept groups, split into mini-batches, each shared out over the learner ranks."""
+    kept = ro.kept
+    groups = [p for p in ro.by_prompt if ro.chosen[p] in kept]
+    # Image prompts: the engine's expanded prompt ids and the same decoded images.
+    episodes = {
+        j: Episode(g.prompt_index, g.prompt_token_ids or prompts.ids[ro.chosen[g.prompt_index]], g.token_ids,
+                   float(rw.rewards[j]), float(sum(g.logprobs)), ro.images[g.prompt_index])
+        for j, g in enumerate(ro.gens) if ro.chosen[g.prompt_index] in kept
+    }
+    t = time.perf_counter()
+    n_ranks = len(learners)
+    # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
+    minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
+    per_rank = shard_groups(minibatches, {p: [episodes[j] for j in ro.by_prompt[p]] for p in groups}, n_ranks)
+    obj = cfg.objective
+    stats = learners.run(lambda r, lr: lr.train_iteration.remote(
+        per_rank[r], [len(g) for g in minibatches], obj.tau, obj.baseline, obj.ref_logprobs == "engine",
+        cfg.learner.reset_optimizer_each_iteration))
+    return LearnerStats(stats, len(groups), len(minibatches), time.perf_counter() - t)
+
+
+def step_metrics(it: int, prompts: Prompts, sampler: PromptSampler, ro: Rollouts, rw: Rewards,
+                 ls: LearnerStats, times: dict[str, float], eval_now: dict | None) -> dict[str, Any]:
+    """The iteration's metrics row, from the steps' records."""
+    metrics = iteration_metrics(
+        it, ro.gens, ro.results, ro.rows(prompts), rw.rewards, rw.len_reward, rw.len_weight, ls.per_rank, times,
+        sampler.metrics([pid for pid, _ in ro.kept_ids]), ro.n_filtered, ro.n_too_long, eval_now,
+        groups_kept=ls.groups_kept, minibatches=ls.minibatches,
+    )
+    metrics["sampler_drawn_ids"] = ro.drawn
+    return metrics
+
+
+@dataclass
+class RunCounters:
+    """The running counts a metrics row and a checkpoint carry. `*_before`: counted before this
+    process (from the checkpoint resumed). Learner restarts and redone iterations keep counting
+    through a learner restart (events that happened); `skipped_updates` goes back with the run."""
+
+    skipped_updates: int = 0
+    engine_restarts_before: int = 0
+    learner_restarts_before: int = 0
+    redone_before: int = 0
+    redone: int = 0  # iterations redone after learner restarts in this process
+    redone_until: int = -1  # the last iteration being redone
+    logged_learner_restarts: int = 0  # the total as of the last metrics row
+
+    @classmethod
+    def from_state(cls, state: TrainerState | None) -> RunCounters:
+        if state is None:
+            return cls()
+        return cls(state.skipped_updates, state.engine_restarts, state.learner_restarts, state.redone_iterations,
+                   logged_learner_restarts=state.learner_restarts)
+
+    def stamp(self, metrics: dict[str, Any], it: int, engine_restarts: int, engine_restarts_at_start: int,
+              learner_restarts: int) -> None:
+        """Add the counters to iteration `it`'s row; the group counts are those of this process."""
+        self.skipped_updates += metrics["skipped_update"]
+        metrics["skipped_updates_total"] = self.skipped_updates
+        metrics["engine_restarts"] = engine_restarts - engine_restarts_at_start  # engines replaced in this iteration
+        metrics["engine_restarts_total"] = self.engine_restarts_before + engine_restarts
+        # learner group restarts since the previous row, and whether this row replaces cut ones
+        metrics["learner_restarts_total"] = self.learner_restarts_before + learner_restarts
+        metrics["learner_restarts"] = metrics["learner_restarts_total"] - self.logged_learner_restarts
+        self.logged_learner_restarts = metrics["learner_restarts_total"]
+        metrics["redone"] = it <= self.redone_until
+        metrics["redone_iterations_total"] = self.redone_before + self.redone
+
+    def trainer_state(self, it: int, seed: int, sampler: PromptSampler, wall_s: float, start_eval: dict | None,
+                      log_rows: dict[str, int], engine_restarts: int, learner_restarts: int) -> TrainerState:
+        return TrainerState(it, seed, sampler.state_dict(), wall_s, start_eval, log_rows, rng_state(),
+                            self.skipped_updates, self.engine_restarts_before + engine_restarts,
+                            learner_restarts=self.learner_restarts_before + learner_restarts,
+                            redone_iterations=self.redone_before + self.redone)
+
+    def rewound(self, back: TrainerState, it: int, redo: range) -> None:
+        """After a learner restart at iteration `it` back to checkpoint `back`, redoing `redo`."""
+        self.skipped_updates = back.skipped_updates
+        self.logged_learner_restarts = back.learner_restarts
+        self.redone, self.redone_until = self.redone + len(redo), max(self.redone_until, it)
