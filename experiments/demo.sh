@@ -55,6 +55,8 @@ cleanup() {
     kill -TERM -- "-$RAY_PID" 2>/dev/null || true  # ray start --block stops its raylet, GCS and workers
     for _ in $(seq 60); do kill -0 "$RAY_PID" 2>/dev/null || break; sleep 1; done
     kill -KILL -- "-$RAY_PID" 2>/dev/null || true
+    # what `ray stop` also removes: else a later ray.init() dials this dead head
+    if [ "$(cat /tmp/ray/ray_current_cluster 2>/dev/null)" = "127.0.0.1:6379" ]; then rm -f /tmp/ray/ray_current_cluster; fi
     # Nothing this demo started may outlive it (issue 16): count what is left, by start time.
     python -m experiments.strays --since "$DEMO_START" --wait-s 30 || echo "stray processes above: kill them by pid"
   fi

@@ -124,7 +124,8 @@ class Backend:
         if self._own_ray:
             if ray_address is None or is_loopback_address(ray_address):
                 keep_loopback()  # a cluster of this machine: its servers on 127.0.0.1 only
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+            # "local": a new cluster, never the stale /tmp/ray/ray_current_cluster of a stopped head
+            ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False)
         actor_cls = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine)(TagEngine)
         self.actors = [actor_cls.remote(cfg) for _ in range(engines)]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)

@@ -93,7 +93,7 @@ def connect_ray(cfg: RLConfig) -> None:
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
         keep_loopback()  # Ray would otherwise bind its servers to the machine's address
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
 
 
