@@ -44,7 +44,7 @@ demo-image: setup
 	SFT_RUN=demo-image RL_RUN=demo-image-rl PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
 test: setup browser
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=40 $(PYTEST_ARGS)
 
 clean-runs:
 	rm -rf runs/ data/arith/ data/arith_image/ data/long/

@@ -43,6 +43,14 @@ def enable_token_auth_here() -> None:
     _enable_token_auth()
 
 
+def node_env(loopback_only: bool) -> dict[str, str]:
+    """This process's environment for a node: with the loopback flag, or without it even where an
+    earlier local cluster in this process set it (`keep_loopback`), or a multi-node cluster's head
+    would bind 127.0.0.1 while its address names the machine."""
+    env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}
+    return {**env, **LOOPBACK_ENV} if loopback_only else env
+
+
 class RayNode:
     """One `ray start --block` node on 127.0.0.1 in its own session. `stop()` sends SIGTERM to that
     process, whose handler ends the raylet/GCS/workers it started; anything left in its process
@@ -69,7 +77,7 @@ class RayNode:
         self.log = open(log, "ab")
         self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True,
-                                     env={**os.environ, **(LOOPBACK_ENV if loopback_only else {}),
+                                     env={**node_env(loopback_only),
                                           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
                                           # `python` in a submitted job's entrypoint is this venv's
                                           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
