@@ -121,6 +121,8 @@ def test_metrics_have_every_iteration_exactly_once(runs):
         assert logs.iterations == list(range(ITERATIONS)), name
         summary = json.loads((runs.dirs[name] / "summary.json").read_text())
         assert summary["iterations"] == ITERATIONS
+        wall = [logs.metrics[it]["wall_s"] for it in logs.iterations]
+        assert wall == sorted(wall) and len(set(wall)) == ITERATIONS, wall  # carried over by the resume
 
 
 def report(title: str, cmp: dict[int, dict]) -> None:
