@@ -27,14 +27,19 @@ down but never wakes the thread blocked on the output queue (or on a utility cal
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prompts.chat import encode_prompt
+from prompts.images import row_images
+from rl.vision import VisionIO, load_vision
 from rollout.reaper import start_reaper, stop_reaper
 from rollout.vllm_compat import cpu_chunked_prefill, cpu_engine_kwargs
 
@@ -115,15 +120,25 @@ class GenRequest:
     images: list[Any] = field(default_factory=list)
 
 
+def encode_request(tokenizer, row, vision: VisionIO | None):
+    """A prompt row as an engine request and its length in the engine (placeholders expanded):
+    (token ids, length) for a text row, (GenRequest with decoded images, length) for an image
+    row. Raises ValueError naming the row when it has images and the policy is text-only."""
+    ids = encode_prompt(tokenizer, row.chat())
+    if not row.has_images():
+        return ids, len(ids)
+    if vision is None:
+        raise ValueError(f"row {row.id!r} has images but the policy is text-only (no vision_config)")
+    images = row_images(row)
+    return GenRequest(ids, images), len(vision.expand(ids, images))  # expand checks the pairing
+
+
 def _uses_mla(config: dict[str, Any]) -> bool:
     text = config.get("text_config", config)
     return bool(text.get("kv_lora_rank"))
 
 
 def _read_config(model: str) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
     f = Path(model) / "config.json"
     return json.loads(f.read_text()) if f.exists() else {}
 
@@ -221,8 +236,6 @@ class VLLMEngine:
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
         from vllm import LLM
-
-        from rl.vision import load_vision
 
         self.vision = load_vision(self.cfg.model)
         hf_config = _read_config(self.cfg.model)

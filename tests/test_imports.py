@@ -68,6 +68,27 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node that can run, at any depth. `if TYPE_CHECKING:` bodies are skipped: they never
+    run (annotations only), as prompts/images.py naming `PromptRow` for its row helpers."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if _is_type_checking(node):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
 def file_edges(module: str, path: Path, modules: dict[str, Path], root: Path = ROOT) -> list[Edge]:
     """Every import of a repo module in `path`, at any depth (functions, classes, try blocks)."""
     src = path.read_text()
@@ -75,7 +96,7 @@ def file_edges(module: str, path: Path, modules: dict[str, Path], root: Path = R
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     rel = path.relative_to(root).as_posix()
     edges = []
-    for node in ast.walk(ast.parse(src, filename=str(path))):
+    for node in _runtime_nodes(ast.parse(src, filename=str(path))):
         if isinstance(node, ast.Import):
             targets = [_resolve(a.name, modules) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -184,14 +205,17 @@ def test_the_walk_sees_imports_inside_functions():
 
 def test_checker_reports_a_crafted_cycle_and_upward_import(tmp_path):
     # A tiny repo: data.a imports app.c inside a function (upward), app.c imports data.b, and
-    # data.b imports data.a: one upward edge and a three-file cycle a -> c -> b -> a.
+    # data.b imports data.a: one upward edge and a three-file cycle a -> c -> b -> a. data.b's
+    # TYPE_CHECKING import of app.c never runs and is not an edge.
     layers = [("low", ("data",)), ("high", ("app",))]
     (tmp_path / "data").mkdir()
     (tmp_path / "app").mkdir()
     (tmp_path / "data" / "__init__.py").write_text("")
     (tmp_path / "app" / "__init__.py").write_text("")
     (tmp_path / "data" / "a.py").write_text("import os\n\ndef f():\n    from app.c import g\n    return g\n")
-    (tmp_path / "data" / "b.py").write_text("from data import a\n")
+    (tmp_path / "data" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\n\nfrom data import a\n\nif TYPE_CHECKING:\n    from app import c\n"
+    )
     (tmp_path / "app" / "c.py").write_text("from data.b import a\n\ndef g():\n    pass\n")
     modules = {}
     for pkg in ("data", "app"):
@@ -205,5 +229,5 @@ def test_checker_reports_a_crafted_cycle_and_upward_import(tmp_path):
     cyc = cycles(edges)
     assert len(cyc) == 1
     assert "['app.c', 'data.a', 'data.b']" in cyc[0]
-    for where in ("data/a.py:4", "data/b.py:1", "app/c.py:1"):
+    for where in ("data/a.py:4", "data/b.py:3", "app/c.py:1"):
         assert where in cyc[0]
