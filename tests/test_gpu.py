@@ -156,13 +156,14 @@ def test_sft_first_step_loss_is_the_initial_policys_packed_ce(tmp_path, arith_da
     CE over that step's batch, recomputed here (fp32 both sides)."""
     from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
     from cot_sft.train import main
-    from experiments.tiny_model import build_tokenizer  # what main tokenizes with for build_tiny
-    from rl.modeling import load_policy, packed_ce_sum
+    from experiments.tiny_model import build_tiny_checkpoint
+    from rl.modeling import load_policy, load_tokenizer, packed_ce_sum
     from rl.packing import pack_by_budget
 
+    init = build_tiny_checkpoint(tmp_path / "init", seed=0)
     cfg = tmp_path / "sft.yaml"
     cfg.write_text(
-        f"run_name: sft\noutput_dir: {tmp_path}\nbuild_tiny:\n  seed: 0\n"
+        f"run_name: sft\noutput_dir: {tmp_path}\ninit_checkpoint: {init}\n"
         f"data:\n  train_file: {arith_data / 'sft.jsonl'}\n  max_seq_len: 768\n"
         "train:\n  max_steps: 3\n  tokens_per_step: 4096\n  tokens_per_microbatch: 1536\n  row_tokens: 768\n"
         "  warmup_steps: 1\n  seed: 0\n"
@@ -173,8 +174,7 @@ def test_sft_first_step_loss_is_the_initial_policys_packed_ce(tmp_path, arith_da
     assert [r["step"] for r in recs] == [0, 1, 2]
     assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in recs)
 
-    init = tmp_path / "sft" / "init"
-    samples, _ = tokenize_examples(build_tokenizer(), load_sft_rows(arith_data / "sft.jsonl"), 768)
+    samples, _ = tokenize_examples(load_tokenizer(init), load_sft_rows(arith_data / "sft.jsonl"), 768)
     _, first = next(step_batches(samples, 4096, 0))
     micro = pack_by_budget(first, 1536, 768, device=CUDA)
     assert len(micro) > 1
