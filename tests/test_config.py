@@ -160,6 +160,27 @@ def test_shipped_demo_config_validates():
 
 
 @pytest.mark.parametrize(
+    "prep, sft",
+    [
+        ("prep_demo.yaml", ["sft_demo.yaml"]),
+        ("prep_image_demo.yaml", ["sft_image_demo.yaml"]),
+        ("prep_long.yaml", ["sft_long_stage1.yaml", "sft_long.yaml"]),
+    ],
+)
+def test_demo_prepares_what_its_sft_configs_start_from(prep, sft):
+    # `make demo*` runs experiments.prepare on `prep`, then SFT on `sft`: the first SFT stage must
+    # start from the tiny model prepare builds, and every stage's rows must be a task it writes.
+    from experiments.prepare import PrepConfig
+
+    configs = REPO / "experiments/configs"
+    p = load_config(PrepConfig, configs / prep)
+    stages = [load_config(SFTConfig, configs / name) for name in sft]
+    assert stages[0].init_checkpoint == p.tiny_model.out
+    task_dirs = {Path(t.out) for t in p.tasks}
+    assert all(Path(s.data.train_file).parent in task_dirs for s in stages)
+
+
+@pytest.mark.parametrize(
     "overrides, match",
     [
         (["train.row_tokens=512"], r"data\.max_seq_len \(1024\) > train\.row_tokens \(512\)"),
