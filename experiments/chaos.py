@@ -47,12 +47,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from experiments.arith import generate, write_splits
 from experiments.ray_node import free_port, stop_ray_node
 from experiments.strays import kind_of
+from experiments.tiny_model import build_tiny_checkpoint
+from rl.config import RLConfig
+from rl.configio import load_config
 from rl.ray_loopback import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -397,13 +401,9 @@ def prepare_inputs(work: Path, policy: str | None) -> tuple[str, Path]:
         if (demo / "config.json").is_file():
             policy = str(demo)
         else:
-            from experiments.tiny_model import build_tiny_checkpoint
-
             policy = str(build_tiny_checkpoint(work / "tiny_policy", seed=0))
     data = REPO / "data" / "arith"
     if not ((data / "train.jsonl").is_file() and (data / "eval.jsonl").is_file()):
-        from experiments.arith import generate, write_splits
-
         data = work / "data" / "arith"
         splits = generate(seed=0, n_sft=0, n_train=400, n_eval=60)
         write_splits({k: v for k, v in splits.items() if k != "sft"}, str(data))
@@ -422,9 +422,6 @@ def train_args(config: str, work: Path, run_name: str, policy: str, data: Path, 
 def planned_iterations(args: list[str]) -> int:
     """The run's `iterations` after every override (the config is validated here, before any
     process starts)."""
-    from rl.config import RLConfig
-    from rl.configio import load_config
-
     config = args[args.index("--config") + 1]
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     return load_config(RLConfig, config, sets).iterations

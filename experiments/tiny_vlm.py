@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from experiments.tiny_model import build_tokenizer, padded_vocab_size, write_build_files
+from rl.modeling import save_hf
+from rl.vision import KimiK25Vision
 
 # Kimi-K2.5's media tokens (names the vLLM / transformers kimi_k25 code looks up).
 MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_END = "<|media_begin|>", "<|media_content|>", "<|media_end|>"
@@ -287,8 +289,6 @@ def build_tiny_vlm_checkpoint(
                 p.normal_(0.0, init_std)
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2) + "\n")
     (out / "processor_config.json").write_text(json.dumps({"processor_class": "Kimi_K25Processor"}, indent=2) + "\n")
-    from rl.modeling import save_hf
-
     save_hf(model, tokenizer, out)  # Hub key names and vLLM's architecture name (rl/modeling.py)
     write_build_files(out, tokenizer, {
         "built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
@@ -303,8 +303,6 @@ def build_tiny_vlm_checkpoint(
 
 def tiny_vision(image_token_id: int = 0):
     """The checkpoint's image I/O (`rl.vision.KimiK25Vision`) for these constants."""
-    from rl.vision import KimiK25Vision
-
     return KimiK25Vision(image_token_id, media_proc_cfg())
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from rl.mirror_descent import entropy_from_logits
+from prompts.images import open_image
 from rl.packing import IGNORE, PackedBatch
 
 
@@ -134,9 +135,7 @@ def model_inputs(batch: PackedBatch, vision: Any | None, device: torch.device, d
     if batch.images:
         if vision is None:
             raise ValueError("a packed batch with images needs a vision-language policy (rl.vision.load_vision)")
-        from PIL import Image
-
-        from prompts.images import open_image
+        from PIL import Image  # Pillow: only for image batches (it comes with transformers, not declared here)
 
         # Decoded images (RL episodes) or sources (SFT samples, decoded per step).
         images = [im if isinstance(im, Image.Image) else open_image(im) for im in batch.images]

@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Sequence
 
 from rl.rewards.base import Reason, VerifyItem, VerifyResult
+from rl.rewards.registry import run_rule_based
 
 log = logging.getLogger(__name__)
 _PRELOAD = ["rl.rewards.registry", "math_verify", "latex2sympy2_extended.latex2sympy2"]
@@ -112,8 +113,6 @@ def _worker_main(conn: Connection, max_memory_mb: int | None, forked: bool = Fal
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     # The pool owns timeouts, so math-verify's "timeout disabled" warning is noise here.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from rl.rewards.registry import run_rule_based
-
     import math_verify  # noqa: F401  (warm: a spawned worker would import sympy on its first item's clock)
 
     conn.send(("ready", os.getpid(), time.process_time()))
