@@ -47,9 +47,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+import psutil
 
 from experiments.arith import generate, write_splits
 from experiments.ray_node import free_port, stop_ray_node
@@ -139,8 +143,6 @@ def pick_target(target: str, procs: list[Proc]) -> Proc | None:
 
 def snapshot(root_pid: int) -> list[Proc]:
     """`root_pid` and its descendants, as they are now."""
-    import psutil
-
     out = []
     try:
         root = psutil.Process(root_pid)
@@ -159,8 +161,6 @@ def snapshot(root_pid: int) -> list[Proc]:
 
 def still_running(procs: Iterable[Proc]) -> list[Proc]:
     """Those of `procs` still running (a zombie or a reused pid does not count)."""
-    import psutil
-
     alive = []
     for p in procs:
         try:
@@ -174,8 +174,6 @@ def still_running(procs: Iterable[Proc]) -> list[Proc]:
 
 def kill(p: Proc) -> bool:
     """SIGKILL `p` if it is still the same process."""
-    import psutil
-
     try:
         q = psutil.Process(p.pid)
         if abs(q.create_time() - p.create_time) >= 0.5:
@@ -319,9 +317,6 @@ class RayHead:
         return f"http://127.0.0.1:{self.dash_port}"
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
-        import urllib.error
-        import urllib.request
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -431,8 +426,6 @@ def planned_iterations(args: list[str]) -> int:
 
 
 def run_chaos(a: argparse.Namespace) -> dict:
-    import psutil
-
     t0 = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(a.workdir or REPO / "runs" / "chaos" / f"{a.target}-{stamp}").resolve()
@@ -545,8 +538,6 @@ def run_chaos(a: argparse.Namespace) -> dict:
 
 
 def _new_engine_or_ray_processes(baseline: set[int], since: float, ours: set[int]) -> list[Proc]:
-    import psutil
-
     out = []
     for p in psutil.process_iter(["pid", "ppid", "create_time", "cmdline", "name"]):
         info = p.info

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
-from rl.mirror_descent import entropy_from_logits
 from prompts.images import open_image
+from rl.mirror_descent import entropy_from_logits
 from rl.packing import IGNORE, PackedBatch
 
 
@@ -135,8 +136,6 @@ def model_inputs(batch: PackedBatch, vision: Any | None, device: torch.device, d
     if batch.images:
         if vision is None:
             raise ValueError("a packed batch with images needs a vision-language policy (rl.vision.load_vision)")
-        from PIL import Image  # Pillow: only for image batches (it comes with transformers, not declared here)
-
         # Decoded images (RL episodes) or sources (SFT samples, decoded per step).
         images = [im if isinstance(im, Image.Image) else open_image(im) for im in batch.images]
         vision.check_expanded(batch.input_ids.view(-1).tolist(), images, "packed batch: ")

