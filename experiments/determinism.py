@@ -236,7 +236,7 @@ def compare_runs(a: RunLogs, b: RunLogs, iterations) -> dict[int, dict]:
 
 
 def load_policy_tensors(policy_dir: Path) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # safetensors.torch imports torch; only the weight check needs it
 
     out = {}
     for f in sorted(Path(policy_dir).glob("*.safetensors")):

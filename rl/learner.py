@@ -426,7 +426,7 @@ class Learner:
         weights, not the model); its tensors are valid only until the next list is requested.
         Buffers (e.g. DeepSeek's router `e_score_correction_bias`) are not partitioned and pass
         as they are."""
-        import deepspeed
+        import deepspeed  # DeepSpeed takes seconds to import (it probes accelerators)
 
         def out_bytes(t: torch.Tensor) -> int:
             numel = getattr(t, "ds_numel", t.numel())

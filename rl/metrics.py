@@ -52,6 +52,7 @@ class RunLogger:
         self._samples = (self.run_dir / SAMPLES_LOG).open(mode, encoding="utf-8")
         self._tb = None
         if tensorboard:
+            # TensorBoard takes seconds to import; only runs that log to it
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)

@@ -121,6 +121,7 @@ class KimiK25Vision(VisionIO):
 
     def pixel_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
         """{"pixel_values": [patches, 3, p, p] float32, "image_grid_thw": [n, 3]}."""
+        # numpy, torch, Pillow: only pixel inputs need them; the engine side stays light
         import numpy as np
         import torch
         from PIL import Image

@@ -176,7 +176,7 @@ def fail_pending_calls(core: Any) -> None:
     """Wake every thread waiting on a dead EngineCore with `EngineDeadError`: the generate loop
     blocked on the sync client's output queue and any utility call (`collective_rpc`,
     `reset_prefix_cache`) blocked on its future. Without this they wait forever in vLLM 0.32."""
-    from vllm.v1.engine.exceptions import EngineDeadError
+    from vllm.v1.engine.exceptions import EngineDeadError  # vLLM: an optional extra, seconds to import
 
     q = getattr(core, "outputs_queue", None)
     if q is not None:
@@ -236,7 +236,7 @@ class VLLMEngine:
 
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
-        from vllm import LLM
+        from vllm import LLM  # vLLM: an optional extra, seconds to import
 
         self.vision = load_vision(self.cfg.model)
         hf_config = _read_config(self.cfg.model)
@@ -325,7 +325,7 @@ class VLLMEngine:
         (pid, create_time): what to kill if this process dies without closing the engine."""
         node_id = None
         try:
-            import ray
+            import ray  # Ray takes seconds to import; in-process runs never need it
 
             if ray.is_initialized():
                 node_id = ray.get_runtime_context().get_node_id()
@@ -359,7 +359,7 @@ class VLLMEngine:
 
     @staticmethod
     def _on_cpu() -> bool:
-        from vllm.platforms import current_platform
+        from vllm.platforms import current_platform  # vLLM: an optional extra, seconds to import
 
         return current_platform.is_cpu()
 
@@ -367,7 +367,7 @@ class VLLMEngine:
 
     def generate(self, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig | dict) -> list[Generation]:
         """n samples for each request; results are grouped by prompt, in request order."""
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # vLLM: an optional extra, seconds to import
 
         sp = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig.model_validate(sampling)
         # A VLM's media tokens are never sampled (logprobs stay the raw model's, as the learner's).
@@ -420,6 +420,7 @@ class VLLMEngine:
         json_schema: dict | None = None,
     ) -> list[list[str]]:
         """Plain-text prompts in, n texts per prompt out (for judges and tools, not RL)."""
+        # vLLM: an optional extra, seconds to import
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -443,7 +444,7 @@ class VLLMEngine:
         (used to check a weight sync against the learner's recomputation). With `images`, the
         sequences hold one placeholder per image and `prompt_lens` count unexpanded tokens too;
         the returned log-probs are of the same response tokens."""
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # vLLM: an optional extra, seconds to import
 
         sp = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         images = images or [[] for _ in sequences]
@@ -485,7 +486,7 @@ class VLLMEngine:
 
 def make_rollout_actor(num_cpus: float = 1.0, num_gpus: float = 0.0):
     """The engine as a Ray actor class with the given resource request."""
-    import ray
+    import ray  # Ray takes seconds to import; in-process runs never need it
 
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(VLLMEngine)
 

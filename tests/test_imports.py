@@ -173,6 +173,43 @@ def cycles(edges: list[Edge]) -> list[str]:
     return out
 
 
+def unexplained_lazy_imports(root: Path = ROOT) -> list[str]:
+    """Imports inside a function or method with no comment saying why: on the import's own lines,
+    on an import line of the same block, or on the line above the block (issue 18: an import
+    stays in a function only to keep a heavy or optional dependency lazy, and says so)."""
+    out = []
+    for f in repo_modules(root).values():
+        src = f.read_text()
+        lines = src.splitlines()
+        for node in _function_level_imports(ast.parse(src)):
+            k = node.lineno - 1
+            said = any("#" in lines[i] for i in range(k, node.end_lineno))
+            while not said and k > 0 and lines[k - 1].lstrip().startswith(("import ", "from ")):
+                k -= 1
+                said = "#" in lines[k]
+            if not said and not (k > 0 and lines[k - 1].lstrip().startswith("#")):
+                out.append(f"{f.relative_to(root).as_posix()}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return out
+
+
+def _function_level_imports(tree: ast.AST):
+    todo = [(tree, False)]
+    while todo:
+        node, in_function = todo.pop()
+        if in_function and isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        todo.extend((child, inner) for child in ast.iter_child_nodes(node))
+
+
+def test_imports_inside_functions_say_why():
+    problems = unexplained_lazy_imports()
+    assert not problems, (
+        "imports inside functions without a comment saying why (move a repo or light import to the top "
+        "of the file; keep a heavy or optional one lazy and say so):\n" + "\n".join(sorted(problems))
+    )
+
+
 def test_every_repo_module_has_a_layer():
     missing = []
     for m in repo_modules():
