@@ -64,6 +64,7 @@ def iterate(learner, minibatches, baseline="mean", reset=True):
 # -- the learner -------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("baseline", ["mean", "logsumexp"])
 @pytest.mark.parametrize("bf16", [False, True])
 def test_train_iteration_on_cuda(tiny, baseline, bf16):
@@ -85,6 +86,7 @@ def test_train_iteration_on_cuda(tiny, baseline, bf16):
     assert stats["steps"] == 2 and math.isfinite(stats["loss"]) and stats["kl_k3"] > 0
 
 
+@pytest.mark.integration
 def test_optimizer_reset_on_cuda(tiny):
     learner = make_learner(tiny)
     eps = make_episodes(2, 3, seed=5)
@@ -98,6 +100,7 @@ def test_optimizer_reset_on_cuda(tiny):
     assert {int(s["step"]) for s in opt.state.values()} == {1}  # cleared, then one fresh step
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bad", [float("nan"), 1e30])
 def test_nonfinite_loss_skips_the_step_on_cuda(tiny, bad):
     """NaN: the reward check skips the step before any forward. 1e30: the loss overflows to inf
@@ -125,6 +128,7 @@ def test_nonfinite_loss_skips_the_step_on_cuda(tiny, bad):
     assert float((diff > 1e-4).float().mean()) < 1e-3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("zero_stage", [1, 3])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_weight_export_in_the_engines_dtype(tiny, zero_stage, dtype):
@@ -150,6 +154,7 @@ def test_weight_export_in_the_engines_dtype(tiny, zero_stage, dtype):
 # -- SFT and packing -------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sft_first_step_loss_is_the_initial_policys_packed_ce(tmp_path, arith_data):
     """Three SFT steps on the GPU through `cot_sft.train.main` (several packed micro-batches a
     step, all-reduce of the target count); the logged first loss must equal the initial policy's
