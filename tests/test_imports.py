@@ -3,8 +3,9 @@ top of a file or inside a function, goes down the layers, and no two files impor
 through any chain. Parsed with `ast`, nothing imported, so this runs in about a second.
 
 A lower layer importing a higher one, or a cycle, is reported with the file, the line and the
-import, e.g. `rl/vision.py:198: rl.vision (core) -> rollout.engine (rollout): from rollout.engine
-import GenRequest`. There is no allow-list: fix the edge (move the code to the layer that owns it).
+import, e.g. `rl/vision.py:198: rl.vision (core) imports rollout.engine (rollout), a higher layer:
+from rollout.engine import GenRequest`. There is no allow-list: fix the edge (move the code to the
+layer that owns it). A third check: an import left inside a function says why in a comment.
 """
 
 from __future__ import annotations
