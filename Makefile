@@ -34,13 +34,15 @@ demo: setup
 # The same two-stage demo on the long-CoT task (experiments/long_cot.py): responses of 100 to
 # 3,000 tokens; RL with the k1.5 length penalty (rl_long_lenpen.yaml). SFT <= 15 min, RL <= 30 min.
 demo-long: setup
-	SFT_STAGE1_CONFIG=experiments/configs/sft_long_stage1.yaml SFT_CONFIG=experiments/configs/sft_long.yaml \
+	PREP_CONFIG=experiments/configs/prep_long.yaml SFT_STAGE1_CONFIG=experiments/configs/sft_long_stage1.yaml \
+	SFT_CONFIG=experiments/configs/sft_long.yaml \
 	RL_CONFIG=experiments/configs/rl_long_lenpen.yaml \
 	SFT_RUN=demo-long RL_RUN=demo-long-rl-lenpen PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
 # The same two-stage demo on the image task with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder).
 demo-image: setup
-	SFT_CONFIG=experiments/configs/sft_image_demo.yaml RL_CONFIG=experiments/configs/rl_image_demo.yaml \
+	PREP_CONFIG=experiments/configs/prep_image_demo.yaml SFT_CONFIG=experiments/configs/sft_image_demo.yaml \
+	RL_CONFIG=experiments/configs/rl_image_demo.yaml \
 	SFT_RUN=demo-image RL_RUN=demo-image-rl PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
 test: setup browser

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,39 +14,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TinyModelSpec(_Strict):
-    """Build an embedded tiny model instead of loading a checkpoint (the CPU default): a Qwen2
-    (text demo) or a Kimi-K2.5 VLM, MoonViT tower + DeepSeek-V3 MoE decoder (image demo)."""
-
-    kind: Literal["qwen2", "kimi_k25"] = Field("qwen2", description="Architecture (experiments/tiny_model.py, tiny_vlm.py)")
-    seed: int = Field(0, description="Init seed")
-    hidden_size: int = Field(256, gt=0, description="Decoder width")
-    num_layers: int = Field(4, gt=0, description="Decoder layers")
-    intermediate_size: int = Field(1024, gt=0, description="MLP width (kimi_k25: the dense first layer)")
-    max_positions: int = Field(2048, gt=0, description="Qwen2: longest sequence (prompt + response) in tokens")
-    moe_intermediate_size: int = Field(256, gt=0, description="kimi_k25: width of each routed expert")
-    n_routed_experts: int = Field(4, gt=0, description="kimi_k25: routed experts per MoE layer")
-    experts_per_tok: int = Field(2, gt=0, description="kimi_k25: experts each token is routed to")
-    vision_hidden: int = Field(64, gt=0, description="kimi_k25: MoonViT width")
-    vision_layers: int = Field(2, gt=0, description="kimi_k25: MoonViT blocks")
-
-
 class SFTData(_Strict):
     train_file: str = Field(description="SFT rows: prompt-row fields plus `response` (the assistant CoT)")
-    generate_arith: bool = Field(
-        False, description="Generate the embedded arithmetic task into the data files' directory if missing"
-    )
-    arith_modality: Literal["text", "image"] = Field(
-        "text", description="Embedded task: expressions in the prompt text, or rendered into images"
-    )
-    arith_trace: Literal["short", "long"] = Field(
-        "short", description="Text task's SFT traces: short (arith.py) or long-CoT with checks and re-checks "
-        "of variable length (long_cot.py)"
-    )
-    arith_max_level: int | None = Field(
-        None, ge=1, description="Image task: keep levels up to this one (all splits; None: levels 1-6)"
-    )
-    arith_seed: int = Field(0, description="Seed of the generated task")
     max_seq_len: int = Field(1024, gt=0, description="Longer examples are dropped and counted")
     max_examples: int | None = Field(None, gt=0, description="Use at most this many rows (after validation)")
 
@@ -91,8 +60,9 @@ class SFTEval(_Strict):
 class SFTConfig(_Strict):
     run_name: str = Field("sft", description="Outputs go to <output_dir>/<run_name>/")
     output_dir: str = Field("runs", description="Root of run directories")
-    init_checkpoint: str | None = Field(None, description="HF checkpoint to start from")
-    build_tiny: TinyModelSpec | None = Field(None, description="Or build the embedded tiny model")
+    init_checkpoint: str = Field(
+        description="HF checkpoint to start from (the demo builds its tiny model first: experiments/prepare.py)"
+    )
     data: SFTData
     train: SFTTrain = Field(default_factory=SFTTrain)
     optim: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
@@ -103,9 +73,6 @@ class SFTConfig(_Strict):
         # Checked here, not at the first packed step: a kept example longer than a row, or a row
         # longer than a micro-batch, would otherwise stop the run after training has started.
         d, t = self.data, self.train
-        if d.arith_trace == "long" and d.arith_modality == "image":
-            raise ValueError("data.arith_trace 'long' is a text task; the image task has short traces "
-                             "(set data.arith_modality: text)")
         if d.max_seq_len > t.row_tokens:
             raise ValueError(
                 f"data.max_seq_len ({d.max_seq_len}) > train.row_tokens ({t.row_tokens}): a kept example "

@@ -30,8 +30,7 @@ import torch
 from prompts.schema import DataError, PromptRow, load_prompt_rows, write_jsonl
 from rl.modeling import load_policy, load_tokenizer, save_hf
 from rl.scoring import Scorer
-from rl.vision import encode_request
-from rollout.engine import EngineConfig, Generation, SamplingConfig, VLLMEngine
+from rollout.engine import EngineConfig, Generation, SamplingConfig, VLLMEngine, encode_request
 
 
 @dataclass

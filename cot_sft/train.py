@@ -3,7 +3,7 @@ format -- plan, step-by-step work, self-check, reflection -- inside <think>...</
 by a \\boxed{} answer, so that RL starts from a model that already produces long CoT.
 
 What it does, top to bottom:
-  config -> (build the tiny model | load a checkpoint) -> validate + tokenize all rows
+  config -> validate + tokenize all rows (tokenizer of `init_checkpoint`)
   -> DeepSpeed (ZeRO from config, bf16 where the hardware has it, AdamW, warm-up + cosine LR)
   -> loop: a step of ~tokens_per_step tokens, packed into rows of tokens_per_microbatch with no
      cross-sample attention; loss = summed CE on assistant tokens / assistant tokens in the step
@@ -14,7 +14,8 @@ Image rows (vision-language policies, e.g. the tiny Kimi-K2.5 of the image demo)
 same way: placeholders expanded as the engine expands them (`rl.vision`), pixel inputs decoded
 per step, tower, projector and decoder all trained. Differences from the papers: a fixed number
 of optimizer steps instead of epochs (the embedded task is generated, so "an epoch" has no
-special meaning).
+special meaning). The demo writes the task data and builds the tiny starting model before this
+runs (experiments/prepare.py).
 
     python -m cot_sft.train --config experiments/configs/sft_demo.yaml [--set train.max_steps=50]
 """
@@ -34,9 +35,13 @@ from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
 from prompts.schema import DataError, load_prompt_rows
 from rl.configio import ConfigError, dump_config, load_config
 from rl.dist import build_deepspeed, init_distributed
+from rl.evaluate import evaluate
 from rl.metrics import ProgressLine
 from rl.modeling import load_policy, load_tokenizer, packed_ce_sum, save_hf
 from rl.packing import pack_by_budget
+from rl.scoring import Scorer
+from rl.vision import load_vision
+from rollout.engine import VLLMEngine
 
 
 def lr_multiplier(step: int, warmup: int, total: int, floor: float) -> float:
@@ -47,66 +52,7 @@ def lr_multiplier(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def init_tokenizer(cfg: SFTConfig):
-    """The tokenizer of the starting model, without writing anything: the init checkpoint's own,
-    or the embedded tiny model's (the one `build_tiny_checkpoint` saves), so rows can be
-    tokenized and checked before any output exists."""
-    if cfg.init_checkpoint:
-        return load_tokenizer(cfg.init_checkpoint)
-    if cfg.build_tiny.kind == "kimi_k25":
-        from experiments.tiny_vlm import build_vlm_tokenizer
-
-        return build_vlm_tokenizer()
-    from experiments.tiny_model import build_tokenizer
-
-    return build_tokenizer(cfg.build_tiny.max_positions)
-
-
-def prepare_init_checkpoint(cfg: SFTConfig, run_dir: Path) -> Path:
-    if cfg.init_checkpoint:
-        return Path(cfg.init_checkpoint)
-    from experiments.tiny_model import build_tiny_checkpoint
-
-    spec = cfg.build_tiny
-    if spec.kind == "kimi_k25":
-        from experiments.tiny_vlm import build_tiny_vlm_checkpoint
-
-        return build_tiny_vlm_checkpoint(
-            run_dir / "init", seed=spec.seed, vision_hidden=spec.vision_hidden, vision_layers=spec.vision_layers,
-            hidden_size=spec.hidden_size, num_layers=spec.num_layers, intermediate_size=spec.intermediate_size,
-            moe_intermediate_size=spec.moe_intermediate_size, n_routed_experts=spec.n_routed_experts,
-            experts_per_tok=spec.experts_per_tok,
-        )
-    return build_tiny_checkpoint(
-        run_dir / "init", seed=spec.seed, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, intermediate_size=spec.intermediate_size, max_positions=spec.max_positions,
-    )
-
-
-def ensure_task_data(cfg: SFTConfig) -> None:
-    """Generate the embedded task if the config asks for it and the files are missing."""
-    if cfg.data.generate_arith and not Path(cfg.data.train_file).exists():
-        if cfg.data.arith_modality == "image":
-            from experiments.arith_image import main as gen
-        elif cfg.data.arith_trace == "long":
-            from experiments.long_cot import main as gen
-        else:
-            from experiments.arith import main as gen
-
-        args = ["--out", str(Path(cfg.data.train_file).parent), "--seed", str(cfg.data.arith_seed)]
-        if cfg.data.arith_max_level is not None:
-            if cfg.data.arith_modality != "image":
-                raise ConfigError("data.arith_max_level applies to the image task (data.arith_modality: image)")
-            args += ["--max-level", str(cfg.data.arith_max_level)]
-        gen(args)
-
-
 def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
-    from rl.evaluate import evaluate
-    from rl.scoring import Scorer
-    from rl.vision import load_vision
-    from rollout.engine import VLLMEngine
-
     ev = cfg.eval
     rows = load_prompt_rows(ev.file)[: ev.num_prompts]
     with VLLMEngine(ev.engine.model_copy(update={"model": str(ckpt)})) as engine, Scorer() as scorer:
@@ -133,22 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
         if not (run_dir / "checkpoint").is_dir() or not cfg.eval.file:
             raise ConfigError(f"--eval-only needs {run_dir / 'checkpoint'} and eval.file in {args.config}")
         return {"eval": eval_and_write(cfg, run_dir / "checkpoint", run_dir, None)}
-    if not cfg.init_checkpoint and cfg.build_tiny is None:
-        raise ConfigError(f"{args.config}: set either 'init_checkpoint' or 'build_tiny'")
-    ensure_task_data(cfg)
     examples = load_sft_rows(cfg.data.train_file)[: cfg.data.max_examples]
     if cfg.eval.file and not args.no_eval:
         load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
-    tokenizer = init_tokenizer(cfg)
-    vision = None
-    if any(ex.row.has_images() for ex in examples):
-        from experiments.tiny_vlm import tiny_vision
-        from rl.vision import load_vision
-
-        if cfg.init_checkpoint:
-            vision = load_vision(cfg.init_checkpoint)
-        elif cfg.build_tiny.kind == "kimi_k25":
-            vision = tiny_vision(tokenizer.convert_tokens_to_ids("<|media_pad|>"))
+    tokenizer = load_tokenizer(cfg.init_checkpoint)
+    vision = load_vision(cfg.init_checkpoint) if any(ex.row.has_images() for ex in examples) else None
     samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
     if not samples:
         raise DataError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
@@ -158,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = Path(cfg.output_dir) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "sft_config.yaml")
-    init_ckpt = prepare_init_checkpoint(cfg, run_dir)
+    init_ckpt = Path(cfg.init_checkpoint)
 
     # -- model and DeepSpeed ---------------------------------------------------------------
     dist = init_distributed(nccl=cfg.optim.nccl)

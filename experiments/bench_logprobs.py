@@ -23,6 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from cot_sft.train import main as sft_main
+from experiments.arith import generate
+from experiments.tiny_model import build_tiny_checkpoint
+from prompts.chat import encode_prompt
+from prompts.schema import row_from_dict, write_jsonl
+from rl.dist import DeepSpeedConfig, free_port
+from rl.learner import Learner
+from rl.modeling import load_tokenizer
+from rollout.engine import EngineConfig, SamplingConfig, VLLMEngine
+
 
 def sampled_logprob_gap(engine, learner, prompts: list[list[int]], sampling) -> dict:
     """Sample from `engine` (a `VLLMEngine`), recompute every sampled token's log-prob with
@@ -54,17 +64,14 @@ def sync_weights(learner, engine, dtype: str) -> float:
 
 def short_sft(work: Path, steps: int) -> Path:
     """Tiny model + `steps` SFT steps on the arithmetic task (the recipe of tests/conftest.py)."""
-    from cot_sft.train import main as sft_main
-    from experiments.arith import generate
-    from prompts.schema import write_jsonl
-
     data = work / "arith"
     data.mkdir(parents=True, exist_ok=True)
     for name, rows in generate(seed=0, n_sft=3000, n_train=400, n_eval=60).items():
         write_jsonl(data / f"{name}.jsonl", rows)
+    init = build_tiny_checkpoint(work / "init", seed=0)
     cfg = work / "sft.yaml"
     cfg.write_text(
-        f"run_name: sft\noutput_dir: {work}\nbuild_tiny:\n  seed: 0\n"
+        f"run_name: sft\noutput_dir: {work}\ninit_checkpoint: {init}\n"
         f"data:\n  train_file: {data / 'sft.jsonl'}\n  max_seq_len: 768\n"
         f"train:\n  max_steps: {steps}\n  tokens_per_step: 8192\n  tokens_per_microbatch: 8192\n"
         "  row_tokens: 768\n  warmup_steps: 10\n"
@@ -74,11 +81,6 @@ def short_sft(work: Path, steps: int) -> Path:
 
 
 def arith_prompts(policy: str | Path, n: int, seed: int = 0) -> list[list[int]]:
-    from experiments.arith import generate
-    from prompts.chat import encode_prompt
-    from prompts.schema import row_from_dict
-    from rl.modeling import load_tokenizer
-
     tok = load_tokenizer(policy)
     rows = generate(seed=seed + 1, n_sft=0, n_train=n, n_eval=0)["train"]
     return [encode_prompt(tok, row_from_dict(r, "arith").chat()) for r in rows[:n]]
@@ -95,11 +97,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the learner and the engine")
     args = ap.parse_args(argv)
-
-    from rl.dist import DeepSpeedConfig, free_port
-    from rl.learner import Learner
-    from rollout.engine import EngineConfig, SamplingConfig, VLLMEngine
-
     print("command:", " ".join([Path(sys.executable).name, "-m", "experiments.bench_logprobs", *sys.argv[1:]]))
     work = Path(tempfile.mkdtemp(prefix="bench_logprobs_"))
     policy = Path(args.policy) if args.policy else short_sft(work, args.sft_steps)

@@ -47,12 +47,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import psutil
+
+from experiments.arith import generate, write_splits
 from experiments.ray_node import free_port, stop_ray_node
 from experiments.strays import kind_of
+from experiments.tiny_model import build_tiny_checkpoint
+from rl.config import RLConfig
+from rl.configio import load_config
 from rl.ray_loopback import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,8 +143,6 @@ def pick_target(target: str, procs: list[Proc]) -> Proc | None:
 
 def snapshot(root_pid: int) -> list[Proc]:
     """`root_pid` and its descendants, as they are now."""
-    import psutil
-
     out = []
     try:
         root = psutil.Process(root_pid)
@@ -155,8 +161,6 @@ def snapshot(root_pid: int) -> list[Proc]:
 
 def still_running(procs: Iterable[Proc]) -> list[Proc]:
     """Those of `procs` still running (a zombie or a reused pid does not count)."""
-    import psutil
-
     alive = []
     for p in procs:
         try:
@@ -170,8 +174,6 @@ def still_running(procs: Iterable[Proc]) -> list[Proc]:
 
 def kill(p: Proc) -> bool:
     """SIGKILL `p` if it is still the same process."""
-    import psutil
-
     try:
         q = psutil.Process(p.pid)
         if abs(q.create_time() - p.create_time) >= 0.5:
@@ -315,9 +317,6 @@ class RayHead:
         return f"http://127.0.0.1:{self.dash_port}"
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
-        import urllib.error
-        import urllib.request
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -397,13 +396,9 @@ def prepare_inputs(work: Path, policy: str | None) -> tuple[str, Path]:
         if (demo / "config.json").is_file():
             policy = str(demo)
         else:
-            from experiments.tiny_model import build_tiny_checkpoint
-
             policy = str(build_tiny_checkpoint(work / "tiny_policy", seed=0))
     data = REPO / "data" / "arith"
     if not ((data / "train.jsonl").is_file() and (data / "eval.jsonl").is_file()):
-        from experiments.arith import generate, write_splits
-
         data = work / "data" / "arith"
         splits = generate(seed=0, n_sft=0, n_train=400, n_eval=60)
         write_splits({k: v for k, v in splits.items() if k != "sft"}, str(data))
@@ -422,9 +417,6 @@ def train_args(config: str, work: Path, run_name: str, policy: str, data: Path, 
 def planned_iterations(args: list[str]) -> int:
     """The run's `iterations` after every override (the config is validated here, before any
     process starts)."""
-    from rl.config import RLConfig
-    from rl.configio import load_config
-
     config = args[args.index("--config") + 1]
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     return load_config(RLConfig, config, sets).iterations
@@ -434,8 +426,6 @@ def planned_iterations(args: list[str]) -> int:
 
 
 def run_chaos(a: argparse.Namespace) -> dict:
-    import psutil
-
     t0 = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(a.workdir or REPO / "runs" / "chaos" / f"{a.target}-{stamp}").resolve()
@@ -548,8 +538,6 @@ def run_chaos(a: argparse.Namespace) -> dict:
 
 
 def _new_engine_or_ray_processes(baseline: set[int], since: float, ours: set[int]) -> list[Proc]:
-    import psutil
-
     out = []
     for p in psutil.process_iter(["pid", "ppid", "create_time", "cmdline", "name"]):
         info = p.info

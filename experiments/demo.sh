@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (called by `make demo`, with .venv/bin first on PATH):
-#   1. long-CoT SFT warm start of the tiny model on the arithmetic task (skipped if done)
+#   1. the task data and the tiny model (experiments/prepare.py), then long-CoT SFT warm start of
+#      the tiny model on the arithmetic task (both skipped if SFT is done)
 #   2. a local Ray head on 127.0.0.1 (if none is running)
 #   3. `ray job submit ... -- python rl/train.py` (online policy mirror descent)
 #   4. held-out pass@1 before and after RL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+PREP_CONFIG="${PREP_CONFIG:-experiments/configs/prep_demo.yaml}"
 SFT_CONFIG="${SFT_CONFIG:-experiments/configs/sft_demo.yaml}"
 RL_CONFIG="${RL_CONFIG:-experiments/configs/rl_demo.yaml}"
 SFT_RUN="${SFT_RUN:-demo}"
@@ -18,6 +20,7 @@ echo "== 1/3 SFT warm start ($SFT_CONFIG)"
 if [ -f "runs/$SFT_RUN/sft_eval.json" ] && [ -d "runs/$SFT_RUN/checkpoint" ]; then
   echo "runs/$SFT_RUN/checkpoint exists; skipping SFT (delete it to retrain)"
 else
+  python -m experiments.prepare --config "$PREP_CONFIG"  # SFT starts from a checkpoint and data files
   if [ -n "${SFT_STAGE1_CONFIG:-}" ]; then  # a first SFT stage whose checkpoint SFT_CONFIG starts from
     python -m cot_sft.train --config "$SFT_STAGE1_CONFIG" --no-eval
   fi

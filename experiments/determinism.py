@@ -42,6 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from experiments.arith import generate, write_splits
+from experiments.chaos import RayHead, read_iterations
+from experiments.tiny_model import build_tiny_checkpoint
+
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS, SAMPLES = 4, 4  # per iteration: 16 responses, every one logged (samples_to_log)
 # Metrics that read a clock (and so differ between any two runs).
@@ -232,7 +236,7 @@ def compare_runs(a: RunLogs, b: RunLogs, iterations) -> dict[int, dict]:
 
 
 def load_policy_tensors(policy_dir: Path) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # safetensors.torch imports torch; only the weight check needs it
 
     out = {}
     for f in sorted(Path(policy_dir).glob("*.safetensors")):
@@ -266,8 +270,6 @@ def policy_dir(run_dir: Path, iteration: int) -> Path:
 
 def killed_and_resumed(config: Path, run_dir: Path, work: Path, kill_after: int, timeout_s: float) -> list[Driver]:
     """Run B: the driver SIGKILLed once metrics.jsonl has iteration `kill_after`, then --resume."""
-    from experiments.chaos import read_iterations
-
     first = run(["--config", str(config)], work / f"{run_dir.name}-1.log", timeout_s,
                 kill_when=lambda: kill_after in read_iterations(run_dir / "metrics.jsonl"))
     second = run(["--config", str(config), "--resume"], work / f"{run_dir.name}-2.log", timeout_s)
@@ -283,11 +285,6 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     if a.kill_after % 2 or not 0 < a.kill_after < a.iterations - 1:
         raise SystemExit("--kill-after must be even and in 2..iterations-2 (a checkpoint every 2 iterations)")
-
-    from experiments.arith import generate, write_splits
-    from experiments.chaos import RayHead
-    from experiments.tiny_model import build_tiny_checkpoint
-
     work = Path(a.workdir or REPO / "runs" / "determinism" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     policy = build_tiny_checkpoint(work / "tiny", seed=0)

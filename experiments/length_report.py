@@ -49,10 +49,10 @@ def format_table(rows: list[dict]) -> str:
 
 def histogram(tokens: list[int], correct: list[bool], out: str | Path, title: str) -> None:
     """Log-binned histogram of response lengths, correct and incorrect stacked."""
-    import matplotlib
+    import matplotlib  # matplotlib, numpy: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): files, no display
     import numpy as np
 
     hi = max(tokens) if tokens else 1

@@ -41,6 +41,7 @@ def build_tokenizer(model_max_length: int = 2048, extra_special_tokens: Sequence
     """A byte-level tokenizer with 256 byte tokens, ChatML specials and think tags; then
     `extra_special_tokens` (a VLM's media tokens), so the ids before them are the same for every
     tiny checkpoint."""
+    # tokenizers, transformers: seconds to import; only when a tokenizer is built
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -70,7 +71,7 @@ def padded_vocab_size(tokenizer) -> int:
 def write_build_files(out: Path, tokenizer, meta: dict[str, Any]) -> None:
     """What every tiny checkpoint carries besides its weights and tokenizer: a generation config
     (EOS and pad from the tokenizer) and `thinkrl_build.json` (who built it, seed, sizes)."""
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig  # transformers takes seconds to import
 
     GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
     (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -87,6 +88,7 @@ def build_tiny_checkpoint(
     max_positions: int = 2048,
 ) -> Path:
     """Write a randomly initialised tiny Qwen2 + tokenizer to `out_dir` and return it."""
+    # torch, transformers: seconds to import; only when a model is built
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 

@@ -47,7 +47,11 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from experiments.tiny_model import build_tokenizer, padded_vocab_size, write_build_files
+from rl.modeling import save_hf
+from rl.vision import KimiK25Vision
 
 # Kimi-K2.5's media tokens (names the vLLM / transformers kimi_k25 code looks up).
 MEDIA_BEGIN, MEDIA_CONTENT, MEDIA_END = "<|media_begin|>", "<|media_content|>", "<|media_end|>"
@@ -148,7 +152,7 @@ def deepseek_v3_text_config(
     latent size (576). Layer 0 is dense (first_k_dense_replace=1), the rest MoE. `init_std` is
     the initializer range (0.02 is transformers' default; tests use 0.1 so the random model is
     far from uniform and engine disagreements show)."""
-    from transformers import DeepseekV3Config
+    from transformers import DeepseekV3Config  # transformers takes seconds to import
 
     return DeepseekV3Config(
         vocab_size=padded_vocab_size(tokenizer),
@@ -190,8 +194,6 @@ def deepseek_v3_text_config(
 def _randomize_router_bias(model, seed: int, std: float = 0.02) -> None:
     """HF initialises e_score_correction_bias to zeros; a small random one exercises the noaux_tc
     selection path in both engines."""
-    import torch
-
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, buf in list(model.named_buffers()) + list(model.named_parameters()):
@@ -202,8 +204,7 @@ def _randomize_router_bias(model, seed: int, std: float = 0.02) -> None:
 def build_tiny_moe_checkpoint(out_dir: str | Path, seed: int = 0, **text_kwargs) -> Path:
     """Write a randomly initialised tiny DeepSeek-V3 MoE (MLA, 4 experts top-2, 1 shared expert)
     and the byte-level tokenizer to `out_dir`; loads as DeepseekV3ForCausalLM in both engines."""
-    import torch
-    from transformers import DeepseekV3ForCausalLM
+    from transformers import DeepseekV3ForCausalLM  # transformers takes seconds to import
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,8 +236,7 @@ def build_tiny_vlm_checkpoint(
     DeepSeek-V3 MoE decoder), tokenizer with media tokens, chat template and image-processor
     config to `out_dir`. transformers: AutoModelForImageTextToText -> Kimi_K25ForConditionalGeneration;
     vLLM: KimiK25ForConditionalGeneration."""
-    import torch
-    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration
+    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration  # transformers takes seconds to import
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,8 +287,6 @@ def build_tiny_vlm_checkpoint(
                 p.normal_(0.0, init_std)
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2) + "\n")
     (out / "processor_config.json").write_text(json.dumps({"processor_class": "Kimi_K25Processor"}, indent=2) + "\n")
-    from rl.modeling import save_hf
-
     save_hf(model, tokenizer, out)  # Hub key names and vLLM's architecture name (rl/modeling.py)
     write_build_files(out, tokenizer, {
         "built_by": "experiments.tiny_vlm.build_tiny_vlm_checkpoint", "seed": seed,
@@ -303,8 +301,6 @@ def build_tiny_vlm_checkpoint(
 
 def tiny_vision(image_token_id: int = 0):
     """The checkpoint's image I/O (`rl.vision.KimiK25Vision`) for these constants."""
-    from rl.vision import KimiK25Vision
-
     return KimiK25Vision(image_token_id, media_proc_cfg())
 
 

@@ -109,7 +109,7 @@ def resolve_image_path(path: str, base_dir: Path) -> str:
 
 
 def _open(src: ImageSource) -> Image.Image:
-    from PIL import Image
+    from PIL import Image  # Pillow: only image rows; text-only processes never load it
 
     if isinstance(src, InlineImage):
         try:
@@ -124,7 +124,7 @@ def _open(src: ImageSource) -> Image.Image:
 
 def check_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """Open one image, check its size against the budget, decode it fully; return (width, height)."""
-    from PIL import Image
+    from PIL import Image  # Pillow: only image rows; text-only processes never load it
 
     try:
         with _open(src) as im:

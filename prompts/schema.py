@@ -201,7 +201,7 @@ def iter_raw_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
         raise DataError(f"{path}: no such file")
     rows: list[tuple[str, dict[str, Any]]] = []
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # pyarrow: only for Parquet files
 
         for i, raw in enumerate(pq.read_table(path).to_pylist(), start=1):
             rows.append((f"{path}:row {i}", raw))

@@ -62,6 +62,7 @@ its last number), so a weak model's noise can "pass" prompts with one-digit answ
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -69,7 +70,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
 from prompts.schema import DataError
+from prompts.tag_core import (
+    EMPTY_THINK,
+    EXCLUDE_TYPES,
+    GUESS_TEMPLATE,
+    RunStats,
+    Tagger,
+    TagSettings,
+    count_types,
+    excluded_type,
+    print_summary,
+    summarize,
+)
+from prompts.tag_domain import load_rules
+from prompts.tag_engine import Backend
+from prompts.tag_io import BadRow, FieldMap, TagOutput, load_rows, same_file
+from rl.rewards import VerifierConfig
+from rl.rewards.base import KINDS
+from rl.scoring import Scorer
+from rl.vision import load_vision
+from rollout.engine import EngineConfig
 
 _OUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -189,8 +213,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--limit-images-per-prompt must be >= 0, got {args.limit_images_per_prompt}")
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be >= 1, got {args.limit}")
-    from prompts.tag_core import EXCLUDE_TYPES
-
     unknown = set(_names(args.exclude_types)) - set(EXCLUDE_TYPES)
     if unknown:
         raise DataError(f"--exclude-types: unknown {sorted(unknown)}; choose from {', '.join(EXCLUDE_TYPES)}")
@@ -199,8 +221,6 @@ def _check_args(args: argparse.Namespace) -> None:
     inp, out = Path(args.input), Path(args.output)
     if not (Path(args.model) / "config.json").is_file():
         raise DataError(f"--model {args.model}: not a checkpoint directory (no config.json)")
-    from prompts.tag_io import same_file
-
     if same_file(inp, out):
         raise DataError(f"--output {out} is the input file; write the tagged set to a new path")
     if out.suffix not in _OUT_SUFFIXES:
@@ -208,8 +228,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace, tokenizer: Any, rule_names: list[str]):
-    from prompts.tag_core import EMPTY_THINK, GUESS_TEMPLATE, TagSettings
-
     prefill = args.guess_prefill
     if prefill == "auto":
         prefill = EMPTY_THINK if "</think>" in tokenizer.get_vocab() else ""
@@ -268,8 +286,6 @@ class _Progress:
         self.total, self.done, self.console, self.t0 = total, 0, console, time.perf_counter()
         self.bar = None
         if enabled and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
             self.bar = Progress(
                 TextColumn("tagging"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} prompts/s"), TextColumn("ETA"), TimeRemainingColumn(),
@@ -296,8 +312,6 @@ class _Progress:
 
 def _vision_of(model: str) -> Any:
     """The checkpoint's image I/O (`rl.vision.VisionIO`), None for a text-only checkpoint."""
-    from rl.vision import load_vision
-
     try:
         return load_vision(model)
     except (NotImplementedError, FileNotFoundError, ValueError) as e:
@@ -308,14 +322,8 @@ def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False)
     """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`).
     Accepts both constructor forms the adapter has had: `Scorer(VerifierConfig)` and the earlier
     `Scorer(num_workers=, timeout_s=)` (which always required </think>)."""
-    import inspect
-
-    from rl.scoring import Scorer
-
     if "num_workers" in inspect.signature(Scorer).parameters:
         return Scorer(num_workers=num_workers, timeout_s=timeout_s)
-    from rl.rewards import VerifierConfig
-
     return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s, require_think=require_think))
 
 
@@ -323,12 +331,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     """Tag `args.input` into `args.output` and return the summary. `backend` (anything with
     `generate(jobs) -> samples per job`, e.g. a `prompts.tag_engine.Backend` already running in
     a notebook or a test) replaces the engines the flags describe; it is not closed here."""
-    from rich.console import Console
-    from transformers import AutoTokenizer
-
-    from prompts.tag_core import RunStats, Tagger, count_types, excluded_type, print_summary, summarize
-    from prompts.tag_domain import load_rules
-    from prompts.tag_io import BadRow, FieldMap, TagOutput, load_rows
+    from transformers import AutoTokenizer  # transformers takes seconds to import: not for --help or a bad flag
 
     err = Console(stderr=True)
     _check_args(args)
@@ -353,10 +356,6 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
                         f"(no vision_config in its config.json); {len(with_images)} of {len(good)} rows have images. "
                         "Tag them with a vision-language checkpoint, or pass --on-bad-row skip to tag the text rows only")
     tagger = Tagger(None, None, tok, s, rules, vision)
-    try:
-        from rl.rewards.base import KINDS
-    except ImportError:  # older checkout: the scorer reports unknown verifiers itself
-        KINDS = None
     usable = []
     for where, row in good:
         n_images = len(row.images())
@@ -378,7 +377,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
         if longest >= s.max_model_len:
             bad.append(BadRow(where, f"prompt takes {longest} tokens (counting its answer-only / classifier "
                                      f"versions); --max-model-len {s.max_model_len} leaves no room for a response"))
-        elif KINDS is not None and row.verifier not in KINDS:
+        elif row.verifier not in KINDS:
             bad.append(BadRow(where, f"unknown verifier {row.verifier!r} (one of {', '.join(KINDS)})"))
         else:
             usable.append(row)
@@ -410,9 +409,6 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     stats.already_done = len(usable) - sum(len(c) for c in todo)
     stats.images = sum(len(r.images()) for c in todo for r in c)
     if todo:
-        from rollout.engine import EngineConfig
-        from prompts.tag_engine import Backend
-
         t0 = time.perf_counter()
         own_backend = backend is None
         if own_backend:

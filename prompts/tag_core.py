@@ -34,6 +34,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rich.table import Table
+
 from prompts.chat import render_chat
 from prompts.images import row_images
 from prompts.schema import PromptRow
@@ -368,8 +370,6 @@ def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStat
 
 
 def print_summary(summary: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from prompts.schema import PromptRow
 
 DEFAULT_DOMAIN_KEYS = ("type", "subject", "category")
@@ -95,8 +97,6 @@ def load_rules(path: str | Path | None) -> list[Rule]:
     if str(path).endswith(".json"):
         spec = json.loads(text)
     else:
-        import yaml
-
         spec = yaml.safe_load(text)
     if isinstance(spec, dict) and "rules" in spec:
         spec = spec["rules"]

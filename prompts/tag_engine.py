@@ -64,7 +64,7 @@ class TagEngine(VLLMEngine):
     """
 
     def generate_jobs(self, jobs: Sequence[Job]) -> list[list[Sample]]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # vLLM: an optional extra, seconds to import
 
         if not jobs:
             return []
@@ -118,7 +118,7 @@ class Backend:
             self.local = TagEngine(cfg)
             self.tokenizer = self.local.tokenizer
             return
-        import ray
+        import ray  # Ray takes seconds to import; in-process runs never need it
 
         self._own_ray = not ray.is_initialized()
         if self._own_ray:
@@ -129,7 +129,7 @@ class Backend:
         actor_cls = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine)(TagEngine)
         self.actors = [actor_cls.remote(cfg) for _ in range(engines)]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # transformers takes seconds to import
 
         # The same files the engines load; the driver only renders chat templates.
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
@@ -137,7 +137,7 @@ class Backend:
     def generate(self, jobs: Sequence[Job]) -> list[list[Sample]]:
         if self.local is not None:
             return self.local.generate_jobs(jobs)
-        import ray
+        import ray  # Ray takes seconds to import; in-process runs never need it
 
         shards = _shard_bounds([j.n * j.max_tokens for j in jobs], len(self.actors))  # worst-case tokens
         refs = [a.generate_jobs.remote(list(jobs[lo:hi])) for a, (lo, hi) in zip(self.actors, shards) if hi > lo]
@@ -149,7 +149,7 @@ class Backend:
     def close(self, timeout_s: float = 15.0) -> None:
         """Stop the engines now (each EngineCore included), in about `timeout_s` at most."""
         if self.actors:
-            import ray
+            import ray  # Ray takes seconds to import; in-process runs never need it
 
             # Each actor shuts its engine down first: killing the actor alone can orphan its
             # EngineCore. An actor still busy (or dead) is killed when the wait runs out.

@@ -82,7 +82,7 @@ def iter_source(path: str | Path, split: str | None = None) -> Iterator[tuple[st
     if path.is_dir():
         yield from _iter_datasets(path, split, from_disk=True)
     elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # pyarrow: only for Parquet files
 
         for i, raw in enumerate(pq.read_table(path).to_pylist(), start=1):
             yield f"{path}:row {i}", raw, ""
@@ -105,7 +105,7 @@ def iter_source(path: str | Path, split: str | None = None) -> Iterator[tuple[st
 
 
 def _iter_datasets(path: Path, split: str | None, from_disk: bool) -> Iterator[tuple[str, dict | None, str]]:
-    import datasets
+    import datasets  # datasets takes seconds to import; only for a Hub dataset
 
     if from_disk:
         ds = datasets.load_from_disk(str(path))
@@ -338,7 +338,7 @@ class TagOutput:
                 if p is not None and p.exists():
                     p.unlink()
         if self.parquet and self.path.exists() and not self.progress.exists():
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # pyarrow: only for Parquet files
 
             _append(self.progress, pq.read_table(self.path).to_pylist())
 
@@ -366,6 +366,7 @@ class TagOutput:
         if not self.parquet:
             self.progress.touch()
             return
+        # pyarrow: only for Parquet files
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -380,7 +381,7 @@ def read_output(path: str | Path) -> list[dict[str, Any]]:
     """All rows of a tagged output (JSONL or parquet), as dicts."""
     path = Path(path)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # pyarrow: only for Parquet files
 
         return pq.read_table(path).to_pylist()
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -107,7 +107,7 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     The rank's device (`rank_device`) is made the current CUDA device before the group exists,
     so DeepSpeed places the model there (it uses the current device) and NCCL's communicator is
     bound to it; the backend follows the device (NCCL for a GPU, gloo for the CPU)."""
-    import deepspeed
+    import deepspeed  # DeepSpeed takes seconds to import (it probes accelerators)
 
     nccl = nccl or NcclConfig()
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
@@ -137,7 +137,7 @@ def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None
     `step` once per optimizer step. Losses are pre-normalised by global token/group counts, so we
     pass `scale_wrt_gas=False` at backward. Returns (engine, bf16_enabled).
     """
-    import deepspeed
+    import deepspeed  # DeepSpeed takes seconds to import (it probes accelerators)
 
     use_bf16 = bf16_supported() if cfg.bf16 == "auto" else bool(cfg.bf16)
     optimizer = torch.optim.AdamW(  # frozen parameters (e.g. a frozen vision tower) get no state

@@ -17,8 +17,8 @@ from prompts.schema import PromptRow
 from rl.length_stats import length_summary
 from rl.rewards.scores import is_correct
 from rl.scoring import Scorer
-from rl.vision import VisionIO, encode_request
-from rollout.engine import Generation, SamplingConfig
+from rl.vision import VisionIO
+from rollout.engine import Generation, SamplingConfig, encode_request
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -36,12 +36,13 @@ from typing import Iterator
 import torch
 
 from rl.checkpoint import rng_state, set_rng_state, write_json_atomic
-from rl.dist import DeepSpeedConfig, build_deepspeed, init_distributed
+from rl.dist import DeepSpeedConfig, build_deepspeed, free_port, init_distributed
 from rl.mirror_descent import GroupIndex, MirrorDescentLossInputs, mirror_descent_loss, sequence_logprob_sums
 from rl.modeling import checkpoint_state_dict, load_policy, load_tokenizer, packed_token_logprobs, save_hf
 from rl.moe_metrics import RouterLoad
 from rl.packing import PackedBatch, Sample, pack, pack_by_budget, padded_tokens, plan_rows
 from rl.vision import freeze_vision_tower, load_vision
+from rollout.weight_sync import pack_buckets
 
 
 @dataclass
@@ -163,9 +164,7 @@ class Learner:
     def address(self, loopback: bool) -> str:
         """host:port for the process group's rendezvous on this rank's node (loopback when every
         rank is on one node, so nothing listens beyond 127.0.0.1)."""
-        import ray
-
-        from rl.dist import free_port
+        import ray  # Ray: only a rank running as a Ray actor asks; in-process learners never import it
 
         host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
         return f"{host}:{free_port()}"
@@ -408,8 +407,6 @@ class Learner:
         (`checkpoint_state_dict`). Stages 0-2 keep full parameters on every rank: call it on rank 0.
         Under ZeRO-3 every rank must call it (gathering is a collective); rank 0 returns the
         buckets, the others []."""
-        from rollout.weight_sync import pack_buckets
-
         cast, module = getattr(torch, dtype), self.engine.module
         if not self.zero3:
             state = {k: v for k, v in module.state_dict().items() if k not in self.frozen}
@@ -429,7 +426,7 @@ class Learner:
         weights, not the model); its tensors are valid only until the next list is requested.
         Buffers (e.g. DeepSeek's router `e_score_correction_bias`) are not partitioned and pass
         as they are."""
-        import deepspeed
+        import deepspeed  # DeepSpeed takes seconds to import (it probes accelerators)
 
         def out_bytes(t: torch.Tensor) -> int:
             numel = getattr(t, "ds_numel", t.numel())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ class RunLogger:
         self._samples = (self.run_dir / SAMPLES_LOG).open(mode, encoding="utf-8")
         self._tb = None
         if tensorboard:
+            # TensorBoard takes seconds to import; only runs that log to it
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
@@ -88,9 +91,6 @@ class ProgressLine:
     `clock` is injectable for tests."""
 
     def __init__(self, label: str, total: int, every_s: float = 30.0, clock=None, out=None):
-        import sys
-        import time
-
         self.label, self.total, self.every_s = label, total, every_s
         self.clock = clock or time.perf_counter
         self.out = out or sys.stdout

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from prompts.images import open_image
 from rl.mirror_descent import entropy_from_logits
 from rl.packing import IGNORE, PackedBatch
 
@@ -43,6 +47,7 @@ def load_policy(path: str | Path, dtype: torch.dtype = torch.float32):
     """Load an HF policy for training, its class from the checkpoint's config. Master weights stay
     fp32 (DeepSpeed's bf16 mode keeps an fp32 copy anyway); compute runs in bf16 through
     DeepSpeed or autocast."""
+    # transformers takes seconds to import
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(str(path))
@@ -59,7 +64,7 @@ def _fix_key(model_type: str, name: str) -> str:
 def checkpoint_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """`state` (default: the model's state dict) in checkpoint format: reverse weight conversion
     (e.g. fused MoE experts split back into experts.N.{gate,up,down}_proj) and Hub key names."""
-    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.core_model_loading import revert_weight_conversion  # transformers takes seconds to import
 
     state = dict(model.state_dict() if state is None else state)
     out = revert_weight_conversion(model, state)
@@ -70,9 +75,6 @@ def checkpoint_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]
 def _fix_saved_checkpoint(out: Path, model_type: str) -> None:
     """Apply `_KEY_FIXES` to the safetensors files save_pretrained wrote (shards and index) and
     the vLLM architecture name to config.json."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     if model_type in _KEY_FIXES:
         for f in sorted(out.glob("model*.safetensors")):
             with safe_open(str(f), "pt") as h:
@@ -92,7 +94,7 @@ def _fix_saved_checkpoint(out: Path, model_type: str) -> None:
 
 
 def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers takes seconds to import
 
     return AutoTokenizer.from_pretrained(str(path))
 
@@ -134,10 +136,6 @@ def model_inputs(batch: PackedBatch, vision: Any | None, device: torch.device, d
     if batch.images:
         if vision is None:
             raise ValueError("a packed batch with images needs a vision-language policy (rl.vision.load_vision)")
-        from PIL import Image
-
-        from prompts.images import open_image
-
         # Decoded images (RL episodes) or sources (SFT samples, decoded per step).
         images = [im if isinstance(im, Image.Image) else open_image(im) for im in batch.images]
         vision.check_expanded(batch.input_ids.view(-1).tolist(), images, "packed batch: ")

@@ -22,8 +22,7 @@ from rl.mirror_descent import length_penalty, length_penalty_weight
 from rl.rollout_stats import iteration_metrics
 from rl.sampling import PromptSampler
 from rl.scoring import Scorer, ScoreResult
-from rl.vision import encode_request
-from rollout.engine import Generation, GenRequest
+from rollout.engine import Generation, GenRequest, encode_request
 
 
 @dataclass

@@ -121,6 +121,7 @@ class KimiK25Vision(VisionIO):
 
     def pixel_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
         """{"pixel_values": [patches, 3, p, p] float32, "image_grid_thw": [n, 3]}."""
+        # numpy, torch, Pillow: only pixel inputs need them; the engine side stays light
         import numpy as np
         import torch
         from PIL import Image
@@ -188,19 +189,3 @@ def load_vision(checkpoint: str | Path) -> VisionIO | None:
         )
     return family.from_pretrained(path, config)
 
-
-def encode_request(tokenizer, row, vision: VisionIO | None):
-    """A prompt row as an engine request and its length in the engine (placeholders expanded):
-    (token ids, length) for a text row, (GenRequest with decoded images, length) for an image
-    row. Raises ValueError naming the row when it has images and the policy is text-only."""
-    from prompts.chat import encode_prompt
-    from prompts.images import row_images
-    from rollout.engine import GenRequest
-
-    ids = encode_prompt(tokenizer, row.chat())
-    if not row.has_images():
-        return ids, len(ids)
-    if vision is None:
-        raise ValueError(f"row {row.id!r} has images but the policy is text-only (no vision_config)")
-    images = row_images(row)
-    return GenRequest(ids, images), len(vision.expand(ids, images))  # expand checks the pairing

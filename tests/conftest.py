@@ -4,7 +4,7 @@
 - `gpu` marker: tests that need CUDA; without it they are marked skipped here, so `pytest -m gpu`
   on a CPU box reports them as skipped, never as passed.
 - `sft_checkpoint`: a short real SFT run through `cot_sft.train.main` (DeepSpeed ZeRO-1, bf16
-  where the CPU has it) on `arith_data`; an HF checkpoint dir that vLLM and transformers load and
+  where the CPU has it) on `arith_data`, from the tiny model built first (as the demo does); an HF checkpoint dir that vLLM and transformers load and
   that greedy-decodes in the trained format (<think> ... </think> ... \\boxed{}).
 """
 
@@ -42,12 +42,13 @@ def arith_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sft_checkpoint(tmp_path_factory, arith_data) -> Path:
     from cot_sft.train import main
+    from experiments.tiny_model import build_tiny_checkpoint
 
     run_root = tmp_path_factory.mktemp("sft_runs")
+    init = build_tiny_checkpoint(run_root / "init", seed=0)
     cfg = run_root / "sft.yaml"
     cfg.write_text(
-        f"run_name: sft\noutput_dir: {run_root}\n"
-        "build_tiny:\n  seed: 0\n"
+        f"run_name: sft\noutput_dir: {run_root}\ninit_checkpoint: {init}\n"
         f"data:\n  train_file: {arith_data / 'sft.jsonl'}\n  max_seq_len: 512\n"
         f"train:\n  max_steps: {SFT_STEPS}\n  tokens_per_step: 8192\n  tokens_per_microbatch: 8192\n"
         "  row_tokens: 512\n  warmup_steps: 10\n"

@@ -13,8 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 BASE = """\
 run_name: t
-build_tiny:
-  seed: 3
+init_checkpoint: ckpt
 data:
   train_file: rows.jsonl
 train:
@@ -30,7 +29,7 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
 
 def test_valid_file_and_defaults(tmp_path):
     cfg = load_config(SFTConfig, write(tmp_path, BASE))
-    assert cfg.run_name == "t" and cfg.build_tiny.seed == 3 and cfg.data.train_file == "rows.jsonl"
+    assert cfg.run_name == "t" and cfg.init_checkpoint == "ckpt" and cfg.data.train_file == "rows.jsonl"
     assert cfg.train.max_steps == 10
     assert cfg.train.row_tokens == 1024 and cfg.optim.zero_stage == 1  # untouched defaults
 
@@ -113,8 +112,8 @@ def test_override_into_empty_yaml_section(tmp_path):
 
 
 def test_override_without_a_file():
-    cfg = load_config(SFTConfig, None, ["data.train_file=x.jsonl", "build_tiny.hidden_size=64"])
-    assert cfg.data.train_file == "x.jsonl" and cfg.build_tiny.hidden_size == 64
+    cfg = load_config(SFTConfig, None, ["data.train_file=x.jsonl", "init_checkpoint=c", "train.max_steps=64"])
+    assert cfg.data.train_file == "x.jsonl" and cfg.init_checkpoint == "c" and cfg.train.max_steps == 64
 
 
 @pytest.mark.parametrize(
@@ -156,8 +155,29 @@ def test_dump_round_trips(tmp_path):
 
 def test_shipped_demo_config_validates():
     cfg = load_config(SFTConfig, REPO / "experiments/configs/sft_demo.yaml")
-    assert cfg.build_tiny is not None and cfg.data.generate_arith
+    assert cfg.init_checkpoint == "runs/demo/init" and cfg.data.train_file == "data/arith/sft.jsonl"
     assert cfg.train.row_tokens <= cfg.train.tokens_per_microbatch <= cfg.train.tokens_per_step
+
+
+@pytest.mark.parametrize(
+    "prep, sft",
+    [
+        ("prep_demo.yaml", ["sft_demo.yaml"]),
+        ("prep_image_demo.yaml", ["sft_image_demo.yaml"]),
+        ("prep_long.yaml", ["sft_long_stage1.yaml", "sft_long.yaml"]),
+    ],
+)
+def test_demo_prepares_what_its_sft_configs_start_from(prep, sft):
+    # `make demo*` runs experiments.prepare on `prep`, then SFT on `sft`: the first SFT stage must
+    # start from the tiny model prepare builds, and every stage's rows must be a task it writes.
+    from experiments.prepare import PrepConfig
+
+    configs = REPO / "experiments/configs"
+    p = load_config(PrepConfig, configs / prep)
+    stages = [load_config(SFTConfig, configs / name) for name in sft]
+    assert stages[0].init_checkpoint == p.tiny_model.out
+    task_dirs = {Path(t.out) for t in p.tasks}
+    assert all(Path(s.data.train_file).parent in task_dirs for s in stages)
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,7 @@ def iterate(learner, minibatches, baseline="mean", reset=True):
 # -- the learner -------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("baseline", ["mean", "logsumexp"])
 @pytest.mark.parametrize("bf16", [False, True])
 def test_train_iteration_on_cuda(tiny, baseline, bf16):
@@ -85,6 +86,7 @@ def test_train_iteration_on_cuda(tiny, baseline, bf16):
     assert stats["steps"] == 2 and math.isfinite(stats["loss"]) and stats["kl_k3"] > 0
 
 
+@pytest.mark.integration
 def test_optimizer_reset_on_cuda(tiny):
     learner = make_learner(tiny)
     eps = make_episodes(2, 3, seed=5)
@@ -98,6 +100,7 @@ def test_optimizer_reset_on_cuda(tiny):
     assert {int(s["step"]) for s in opt.state.values()} == {1}  # cleared, then one fresh step
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bad", [float("nan"), 1e30])
 def test_nonfinite_loss_skips_the_step_on_cuda(tiny, bad):
     """NaN: the reward check skips the step before any forward. 1e30: the loss overflows to inf
@@ -125,6 +128,7 @@ def test_nonfinite_loss_skips_the_step_on_cuda(tiny, bad):
     assert float((diff > 1e-4).float().mean()) < 1e-3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("zero_stage", [1, 3])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_weight_export_in_the_engines_dtype(tiny, zero_stage, dtype):
@@ -150,19 +154,21 @@ def test_weight_export_in_the_engines_dtype(tiny, zero_stage, dtype):
 # -- SFT and packing -------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sft_first_step_loss_is_the_initial_policys_packed_ce(tmp_path, arith_data):
     """Three SFT steps on the GPU through `cot_sft.train.main` (several packed micro-batches a
     step, all-reduce of the target count); the logged first loss must equal the initial policy's
     CE over that step's batch, recomputed here (fp32 both sides)."""
     from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
     from cot_sft.train import main
-    from experiments.tiny_model import build_tokenizer  # what main tokenizes with for build_tiny
-    from rl.modeling import load_policy, packed_ce_sum
+    from experiments.tiny_model import build_tiny_checkpoint
+    from rl.modeling import load_policy, load_tokenizer, packed_ce_sum
     from rl.packing import pack_by_budget
 
+    init = build_tiny_checkpoint(tmp_path / "init", seed=0)
     cfg = tmp_path / "sft.yaml"
     cfg.write_text(
-        f"run_name: sft\noutput_dir: {tmp_path}\nbuild_tiny:\n  seed: 0\n"
+        f"run_name: sft\noutput_dir: {tmp_path}\ninit_checkpoint: {init}\n"
         f"data:\n  train_file: {arith_data / 'sft.jsonl'}\n  max_seq_len: 768\n"
         "train:\n  max_steps: 3\n  tokens_per_step: 4096\n  tokens_per_microbatch: 1536\n  row_tokens: 768\n"
         "  warmup_steps: 1\n  seed: 0\n"
@@ -173,8 +179,7 @@ def test_sft_first_step_loss_is_the_initial_policys_packed_ce(tmp_path, arith_da
     assert [r["step"] for r in recs] == [0, 1, 2]
     assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in recs)
 
-    init = tmp_path / "sft" / "init"
-    samples, _ = tokenize_examples(build_tokenizer(), load_sft_rows(arith_data / "sft.jsonl"), 768)
+    samples, _ = tokenize_examples(load_tokenizer(init), load_sft_rows(arith_data / "sft.jsonl"), 768)
     _, first = next(step_batches(samples, 4096, 0))
     micro = pack_by_budget(first, 1536, 768, device=CUDA)
     assert len(micro) > 1

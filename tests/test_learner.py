@@ -3,7 +3,8 @@ what one `train_iteration` does to the weights, and the bad-input paths (issue 5
 
 A random tiny Qwen2 is enough here: the properties are about grouping, the sign and size of the
 update, and what is (not) changed on a skipped step. Everything runs in fp32 so weights can be
-compared exactly.
+compared exactly. The tests that build a DeepSpeed rank are marked integration (issue 18: every
+test that starts vLLM, Ray or DeepSpeed is); the grouping and packing ones are the fast tier.
 
     pytest tests/test_learner.py -q
 """
@@ -155,6 +156,7 @@ def test_shard_groups_gives_whole_groups_to_each_rank(num_ranks):
 # -- one iteration on a real (tiny) policy ---------------------------------------------------
 
 
+@pytest.mark.integration
 def test_first_step_loss_and_update_direction(tiny):
     """At the first forward log pi_theta == log pi_theta_i, so the loss is exactly
     sum_g mean_j (r_j - rbar_g)^2 / G; after the step, responses with positive advantage
@@ -183,6 +185,7 @@ def test_first_step_loss_and_update_direction(tiny):
     assert sum(pos) / len(pos) > sum(neg) / len(neg)
 
 
+@pytest.mark.integration
 def test_token_and_sequence_logprobs_agree(tiny):
     learner = make_learner(tiny, tokens_per_microbatch=256, row_tokens=128)
     eps = make_episodes(3, 3, seed=3)
@@ -194,6 +197,7 @@ def test_token_and_sequence_logprobs_agree(tiny):
         assert all(x < 0 for x in t)
 
 
+@pytest.mark.integration
 def test_second_minibatch_uses_the_policy_at_iteration_start_as_reference(tiny):
     """Mini-batch 1's reference is log pi_theta_i from before the first step. Training on
     [mb0, mb1] must therefore give the same weights as two learners that differ only in where
@@ -213,6 +217,7 @@ def test_second_minibatch_uses_the_policy_at_iteration_start_as_reference(tiny):
     assert stats_a["kl_k3"] > 0  # mini-batch 1 was scored after the first step moved the policy
 
 
+@pytest.mark.integration
 def test_optimizer_state_reset_clears_adamw_moments(tiny):
     learner = make_learner(tiny)
     eps = make_episodes(2, 3, seed=5)
@@ -234,6 +239,7 @@ def test_optimizer_state_reset_clears_adamw_moments(tiny):
     assert steps() == {1}  # a fresh subproblem: bias correction restarts at step 1
 
 
+@pytest.mark.integration
 def test_equal_rewards_in_every_group_give_zero_loss_and_no_update(tiny):
     learner = make_learner(tiny)
     eps = make_episodes(3, 4, seed=6, rewards=lambda g, j: float(g % 2))
@@ -244,6 +250,7 @@ def test_equal_rewards_in_every_group_give_zero_loss_and_no_update(tiny):
     assert max_weight_change(before, learner) == 0.0
 
 
+@pytest.mark.integration
 def test_empty_response_is_a_finite_zero_logprob_episode(tiny):
     learner = make_learner(tiny)
     eps = make_episodes(2, 3, seed=7)
@@ -269,6 +276,7 @@ def test_empty_generation_is_scored_zero():
     assert results[0].reason and results[0].reason != results[1].reason
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nonfinite_reward_skips_the_step_and_keeps_the_weights(tiny, bad):
     learner = make_learner(tiny)
@@ -281,6 +289,7 @@ def test_nonfinite_reward_skips_the_step_and_keeps_the_weights(tiny, bad):
     assert len(torch_optimizer(learner).state) == 0  # no optimizer step taken either
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("zero_stage,bf16", [(1, False), (2, False), (1, True), (2, True)])
 def test_overflowing_loss_skips_only_its_step_and_leaks_no_gradient(tiny, zero_stage, bf16):
     """A finite but huge reward makes the loss inf in fp32 after some micro-batches already ran
@@ -303,6 +312,7 @@ def test_overflowing_loss_skips_only_its_step_and_leaks_no_gradient(tiny, zero_s
     assert max_weight_change(weights(b), a) < 1e-6
 
 
+@pytest.mark.integration
 def test_an_empty_iteration_is_a_no_op(tiny):
     """No groups left (all prompts too long or filtered): no step, no crash, weights kept."""
     learner = make_learner(tiny)
@@ -312,6 +322,7 @@ def test_an_empty_iteration_is_a_no_op(tiny):
     assert max_weight_change(before, learner) == 0.0
 
 
+@pytest.mark.integration
 def test_save_and_load_restore_fp32_weights_and_rng(tiny, tmp_path):
     a = make_learner(tiny)
     train(a, [make_episodes(2, 3, seed=11)])

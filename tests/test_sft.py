@@ -28,12 +28,17 @@ RESPONSE = "<think>\nd1: 7+5+0=12 -> 2 carry 1\nd2: 2+1+1=4 -> 4 carry 0\n= 42\n
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 1-layer tiny Qwen2 with the embedded tokenizer, loaded the way the trainer loads it (fp32)."""
+def tiny_dir(tmp_path_factory) -> Path:
+    """A 1-layer tiny Qwen2 checkpoint with the embedded tokenizer."""
     from experiments.tiny_model import build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), hidden_size=64, num_layers=1, intermediate_size=128)
-    return load_policy(path).eval(), load_tokenizer(path)
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), hidden_size=64, num_layers=1, intermediate_size=128)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    """The tiny model loaded the way the trainer loads it (fp32), and its tokenizer."""
+    return load_policy(tiny_dir).eval(), load_tokenizer(tiny_dir)
 
 
 # -- the loss mask -----------------------------------------------------------------------------
@@ -176,11 +181,12 @@ def write_rows(path: Path, rows: list, raw_lines: dict[int, str] | None = None) 
     return path
 
 
-def config(tmp_path: Path, train_file: Path, extra: str = "") -> Path:
+def config(tmp_path: Path, train_file: Path, extra: str = "", init: Path | None = None) -> Path:
+    """An SFT config on `train_file`; `init` defaults to a checkpoint that does not exist, which
+    the runs that stop on their rows (before the tokenizer is loaded) never read."""
     p = tmp_path / "sft.yaml"
     p.write_text(
-        f"run_name: bad\noutput_dir: {tmp_path / 'runs'}\n"
-        "build_tiny:\n  hidden_size: 32\n  num_layers: 1\n  intermediate_size: 64\n"
+        f"run_name: bad\noutput_dir: {tmp_path / 'runs'}\ninit_checkpoint: {init or tmp_path / 'no-init'}\n"
         f"data:\n  train_file: {train_file}\n  max_seq_len: 1024\n"
         "train:\n  max_steps: 2\n  tokens_per_step: 2048\n  tokens_per_microbatch: 2048\n  row_tokens: 1024\n"
         + extra
@@ -270,18 +276,18 @@ def test_unknown_config_key_stops_the_run(tmp_path, extra, override, key):
     assert_nothing_written(tmp_path)
 
 
-def test_no_example_fits_stops_the_run(tmp_path):
+def test_no_example_fits_stops_the_run(tmp_path, tiny_dir):
     data = write_rows(tmp_path / "sft.jsonl", sft_rows(3))
     with pytest.raises(DataError, match=rf"^{data}: no example fits data.max_seq_len=16"):
-        main(["--config", str(config(tmp_path, data)), "--no-eval", "--set", "data.max_seq_len=16"])
+        main(["--config", str(config(tmp_path, data, init=tiny_dir)), "--no-eval", "--set", "data.max_seq_len=16"])
     assert_nothing_written(tmp_path)
 
 
 def test_no_model_configured_stops_the_run(tmp_path):
     data = write_rows(tmp_path / "sft.jsonl", sft_rows(3))
     cfg = config(tmp_path, data)
-    cfg.write_text(re.sub(r"build_tiny:\n(  .*\n)+", "", cfg.read_text()))
-    with pytest.raises(ConfigError, match=rf"^{cfg}: set either 'init_checkpoint' or 'build_tiny'"):
+    cfg.write_text(re.sub(r"init_checkpoint: .*\n", "", cfg.read_text()))
+    with pytest.raises(ConfigError, match=rf"^{cfg}: key 'init_checkpoint': Field required"):
         main(["--config", str(cfg), "--no-eval"])
     assert_nothing_written(tmp_path)
 

@@ -37,7 +37,7 @@ def check_browser() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         raise BrowserMissing(f"headless Chromium not found at {CHROMIUM}: {INSTALL_HINT}")
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401  (the dev extra: checked here, imported where used)
     except ImportError as e:
         raise BrowserMissing("the Python package `playwright` is missing: pip install -e '.[dev]'") from e
     return CHROMIUM
@@ -47,7 +47,7 @@ def check_browser() -> str:
 def chromium() -> Iterator[object]:
     """A launched Playwright Browser using the system Chromium and a throwaway profile."""
     path = check_browser()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # Playwright: the dev extra; only screenshots need it
 
     with sync_playwright() as pw:
         # launch() starts Chromium with a fresh temporary --user-data-dir of its own (and rejects

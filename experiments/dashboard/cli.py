@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from experiments.dashboard.browser import BrowserMissing, screenshot
 from experiments.dashboard.data import open_runs
 from experiments.dashboard.page import render_page
 from experiments.dashboard.server import DashboardServer, serve, static_boot
@@ -82,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def take_screenshot(runs, out: Path, width: int, max_chars: int, refresh_s: float) -> None:
     """Screenshot of the live page (the exact path users see), served on a free loopback port."""
-    from experiments.dashboard.browser import BrowserMissing, screenshot
-
     server = DashboardServer("127.0.0.1", 0, runs, refresh_s=refresh_s, max_chars=max_chars)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()

@@ -138,7 +138,7 @@ MATH_FORMATS = [
 
 
 def _mv_equal(a: str, b: str) -> bool:
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # math-verify imports sympy (seconds): only when an answer is parsed
 
     return bool(verify(parse(f"${a}$"), parse(f"${b}$")))
 

@@ -39,7 +39,7 @@ def as_item(case: dict) -> VerifyItem:
 
 
 def plain_math_verify(case: dict) -> bool:
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # math-verify imports sympy (seconds): only when an answer is parsed
 
     try:
         gold = parse(f"${case['reference']}$") or parse(case["reference"])

@@ -130,6 +130,7 @@ def canon(s: str) -> str:
 
 
 def _parse(latex: str) -> tuple:
+    # math-verify imports sympy (seconds): only when an answer is parsed
     from math_verify import LatexExtractionConfig, parse
 
     cfg = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
@@ -172,7 +173,7 @@ def math_equal(pred: str, ref: str) -> bool | None:
         exact_pred = parse_exact(pred)
         if exact_pred is not None:
             return numbers_equal(exact_pred, exact_ref)
-    from math_verify import verify
+    from math_verify import verify  # math-verify imports sympy (seconds): only when an answer is parsed
 
     gold = _parse_reference(ref)
     if not any(not isinstance(g, str) for g in gold):

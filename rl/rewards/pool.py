@@ -31,6 +31,7 @@ import ast
 import logging
 import multiprocessing as mp
 import os
+import resource
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Sequence
 
 from rl.rewards.base import Reason, VerifyItem, VerifyResult
+from rl.rewards.registry import run_rule_based
 
 log = logging.getLogger(__name__)
 _PRELOAD = ["rl.rewards.registry", "math_verify", "latex2sympy2_extended.latex2sympy2"]
@@ -97,8 +99,6 @@ def _start_method(requested: str) -> str:
 def _worker_main(conn: Connection, max_memory_mb: int | None, forked: bool = False) -> None:
     """Worker loop: receive (index, item), send (index, result); None means exit."""
     if max_memory_mb:
-        import resource
-
         # A runaway expansion raises MemoryError here instead of paging the whole machine. A forked
         # worker inherits its parent's mappings (torch alone maps gigabytes), so its cap is on top.
         mapped = 0
@@ -112,8 +112,6 @@ def _worker_main(conn: Connection, max_memory_mb: int | None, forked: bool = Fal
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     # The pool owns timeouts, so math-verify's "timeout disabled" warning is noise here.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from rl.rewards.registry import run_rule_based
-
     import math_verify  # noqa: F401  (warm: a spawned worker would import sympy on its first item's clock)
 
     conn.send(("ready", os.getpid(), time.process_time()))

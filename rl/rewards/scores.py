@@ -28,7 +28,7 @@ def is_success(score: float | None, threshold: float | None = None) -> bool:
 
 def is_correct_tensor(scores: Any) -> Any:
     """Elementwise `is_correct` for a torch tensor (a bool tensor is returned as is)."""
-    import torch
+    import torch  # torch: only the tensor form; verifier workers import this module without it
 
     if scores.dtype == torch.bool:
         return scores

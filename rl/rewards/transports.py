@@ -36,7 +36,7 @@ class EngineTransport:
             # In-process: the call is bounded by max_tokens; run the engine as an actor for a
             # wall-clock bound that holds even if the engine hangs.
             return method(prompts, **kw)
-        import ray
+        import ray  # Ray takes seconds to import; in-process runs never need it
 
         ref = method.remote(prompts, **kw)
         try:
