@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from rl.partial import PartialSettings, RepeatRule, ReplayBuffer, Trajectory, released_metrics
+from rl.partial import PartialSettings, RepeatRule, ReplayBuffer, Trajectory, released_metrics, restore_buffer
 
 # k = 2 samples per prompt, segments of 4 tokens, at most 3 segments, responses of at most 10 tokens.
 SETTINGS = PartialSettings(group_size=2, segment_tokens=4, max_segments=3, max_response_tokens=10)
@@ -236,12 +236,30 @@ def test_restore_refuses_another_group_size_and_a_bad_state():
     with pytest.raises(ValueError, match="do not tile 4 tokens"):
         ReplayBuffer.from_state_dict(bad)
     bad = buf.state_dict()
+    bad["groups"][0][0]["segment_iterations"] = [0, 1]  # two iterations for one segment
+    with pytest.raises(ValueError, match=r"segment iterations \[0, 1\] for 1 segments"):
+        ReplayBuffer.from_state_dict(bad)
+    bad = buf.state_dict()
     bad["groups"][0] = bad["groups"][0][:1]  # a group with one of its k = 2 samples
     with pytest.raises(ValueError, match="group 0 is malformed"):
         ReplayBuffer.from_state_dict(bad)
     # Other limits may change on resume: they apply from the next segment on.
     moved = ReplayBuffer.from_state_dict(buf.state_dict(), PartialSettings(2, 8, 5, 40))
     assert moved.segment_budget(moved.get((g, 0))) == 8
+
+
+def test_restore_buffer_at_run_start():
+    # A new run, a checkpoint from before partial rollouts, or partial rollouts off.
+    assert len(restore_buffer(None, SETTINGS)) == 0
+    assert restore_buffer(None, None) is None
+    assert restore_buffer(buffer().state_dict(), None) is None  # an empty buffer loses nothing
+    buf = buffer()
+    buf.add_segment((buf.start_group("p", [1]), 0), [1] * 4, [-0.5] * 4, "length", iteration=0)
+    back = restore_buffer(buf.state_dict(), SETTINGS)
+    assert back.state_dict() == buf.state_dict()
+    # Turning partial rollouts off on resume would drop the 2 trajectories held: refused.
+    with pytest.raises(ValueError, match="holds 2 trajectories of partial rollouts, but rollout.partial.enabled"):
+        restore_buffer(buf.state_dict(), None)
 
 
 def test_settings_from_config():
@@ -255,3 +273,6 @@ def test_settings_from_config():
     s = PartialSettings.from_config(cfg)
     # max_segments None -> ceil(1000 / 300) = 4; repeat defaults min_count 4, min_tokens 64
     assert s == PartialSettings(4, 300, 4, 1000, RepeatRule(16, 4, 64))
+    off = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(
+        update={"partial": cfg.rollout.partial.model_copy(update={"enabled": False})})})
+    assert PartialSettings.from_config(off) is None

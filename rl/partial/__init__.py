@@ -12,7 +12,7 @@ Which tokens of a multi-segment trajectory are trained (`objective.partial_segme
 nor an engine.
 """
 
-from .buffer import PartialSettings, ReplayBuffer, Trajectory, released_metrics
+from .buffer import PartialSettings, ReplayBuffer, Trajectory, released_metrics, restore_buffer
 from .config import PartialRolloutConfig
 from .repeat import RepeatRule, TailRepeat, tail_repeat
 
@@ -24,5 +24,6 @@ __all__ = [
     "TailRepeat",
     "Trajectory",
     "released_metrics",
+    "restore_buffer",
     "tail_repeat",
 ]

@@ -99,7 +99,7 @@ class Trajectory:
         names = {f.name for f in fields(cls)}
         if set(d) != names:
             raise ValueError(f"trajectory record has keys {sorted(d)}, expected {sorted(names)}")
-        t = cls(**d)
+        t = cls(**{k: list(v) if isinstance(v, list) else v for k, v in d.items()})  # no list shared with `d`
         t._check()
         return t
 
@@ -107,8 +107,10 @@ class Trajectory:
         ends = self.segment_ends
         if len(self.logprobs) != len(self.response_ids):
             raise ValueError(f"trajectory {self.key}: {len(self.logprobs)} log-probs for {len(self.response_ids)} tokens")
-        if len(self.segment_iterations) != len(ends):
-            raise ValueError(f"trajectory {self.key}: {len(ends)} segments but {len(self.segment_iterations)} iterations")
+        its = self.segment_iterations
+        if len(its) != len(ends) or any(b <= a for a, b in zip(its, its[1:])):
+            raise ValueError(f"trajectory {self.key}: segment iterations {its} for {len(ends)} segments "
+                             "(one per segment, increasing)")
         if any(b < a for a, b in zip([0, *ends], ends)) or (ends and ends[-1] != len(self.response_ids)):
             raise ValueError(f"trajectory {self.key}: segment ends {ends} do not tile {len(self.response_ids)} tokens")
 
@@ -128,9 +130,11 @@ class PartialSettings:
             raise ValueError(f"PartialSettings needs positive sizes, got {self}")
 
     @classmethod
-    def from_config(cls, cfg: Any) -> PartialSettings:
-        """From an `RLConfig` whose `rollout.partial` is enabled (max_segments filled by validation)."""
+    def from_config(cls, cfg: Any) -> PartialSettings | None:
+        """From a validated `RLConfig` (which fills max_segments); None while rollout.partial is off."""
         rc, pc = cfg.rollout, cfg.rollout.partial
+        if not pc.enabled:
+            return None
         repeat = RepeatRule(pc.repeat_ngram, pc.repeat_min_count, pc.repeat_min_tokens) if pc.repeat_ngram else None
         return cls(rc.sampling.n, pc.segment_tokens, pc.max_segments, rc.sampling.max_tokens, repeat)
 
@@ -294,6 +298,20 @@ class ReplayBuffer:
             "partial_buffer_waiting": float(len(self) - len(running)),
             "partial_buffer_tokens": float(sum(len(t.response_ids) for t in self.trajectories())),
         }
+
+
+def restore_buffer(saved: dict[str, Any] | None, settings: PartialSettings | None) -> ReplayBuffer | None:
+    """The replay buffer a run starts with, or goes back to after a learner restart: the
+    checkpoint's (`TrainerState.replay_buffer`), else an empty one. `settings` None: partial
+    rollouts are off, and there is no buffer; a checkpoint still holding unfinished trajectories is
+    then an error rather than trajectories dropped without a word."""
+    if settings is None:
+        held = sum(len(g) for g in (saved or {}).get("groups", []))
+        if held:
+            raise ValueError(f"the checkpoint's replay buffer holds {held} trajectories of partial rollouts, but "
+                             "rollout.partial.enabled is false: resume with it on to continue them")
+        return None
+    return ReplayBuffer(settings) if saved is None else ReplayBuffer.from_state_dict(saved, settings)
 
 
 def released_metrics(groups: list[list[Trajectory]], iteration: int) -> dict[str, float]:
