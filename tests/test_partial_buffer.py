@@ -123,6 +123,36 @@ def test_continuations_come_first_and_fresh_prompts_fill_the_rest():
     assert buf.start_group("d", [1]) == 3
 
 
+def test_next_requests_continue_first_then_start_fresh_groups():
+    from rollout.engine import Generation
+
+    buf = buffer()
+    g0 = buf.start_group("a", [1, 2])
+    buf.add_segment((g0, 0), [10, 11, 12, 13], [-0.5] * 4, "length", iteration=0)  # running
+    buf.add_segment((g0, 1), [20], [-0.5], "stop", iteration=0)  # waiting: no request
+    reqs = buf.next_requests([("b", [3]), ("c", [4, 5])])
+    # The continuation: prompt + earlier segment as the prompt, budget min(4, 10 - 4) = 4, one
+    # sample; then each fresh prompt as a new group of k = 2 samples.
+    assert [(r.prompt_ids, r.max_tokens, r.keys, r.n) for r in reqs] == [
+        ([1, 2, 10, 11, 12, 13], 4, [(0, 0)], 1),
+        ([3], 4, [(1, 0), (1, 1)], 2),
+        ([4, 5], 4, [(2, 0), (2, 1)], 2),
+    ]
+    gens = [[Generation(0, [14], [-1.0], "stop", "x")],
+            [Generation(1, [30, 31, 32, 33], [-0.25] * 4, "length"), Generation(1, [34], [-0.25], "stop")],
+            [Generation(2, [40], [-0.25], "stop"), Generation(2, [41], [-0.25], "stop")]]
+    with pytest.raises(ValueError, match="0 outputs for 3 requests"):
+        buf.record(reqs, [], iteration=1)
+    buf.record(reqs, gens, iteration=1)
+    a0 = buf.get((0, 0))
+    assert (a0.response_ids, a0.segment_iterations, a0.text) == ([10, 11, 12, 13, 14], [0, 1], "x")
+    # Groups a and c are complete; b waits for its sample 0, which runs on.
+    assert [[t.key for t in g] for g in buf.pop_complete()] == [[(0, 0), (0, 1)], [(2, 0), (2, 1)]]
+    assert [t.key for t in buf.running()] == [(1, 0)]
+    with pytest.raises(ValueError, match="1 generations for a request of n = 2"):
+        buf.record(buf.next_requests([("d", [6])])[1:], [[gens[0][0]]], iteration=2)
+
+
 def test_released_metrics():
     buf = buffer()
     g = buf.start_group("p", [1])
@@ -166,18 +196,17 @@ def fake_segment(key: tuple[int, int], iteration: int, budget: int) -> tuple[lis
 
 
 def run_iterations(buf: ReplayBuffer, iterations: range, prompts_per_iteration: int = 3) -> list[list[Trajectory]]:
-    """The driver's loop without an engine: continue running trajectories, start fresh prompts in
+    """The driver's loop with a fake engine: continue running trajectories, start fresh prompts in
     the slots left, release complete groups. Returns the groups released, in order."""
+    from rollout.engine import Generation
+
     released = []
-    k = buf.settings.group_size
     for it in iterations:
-        keys = [t.key for t in buf.running()]  # continued first
-        for n in range(buf.fresh_prompts(prompts_per_iteration * k)):  # then fresh prompts
-            gid = buf.start_group(f"prompt-{it}-{n}", [1, 2, 3])
-            keys += [(gid, j) for j in range(k)]
-        for key in keys:
-            tok, lp, fin, text = fake_segment(key, it, buf.segment_budget(buf.get(key)))
-            buf.add_segment(key, tok, lp, fin, iteration=it, text=text)
+        n_new = buf.fresh_prompts(prompts_per_iteration * buf.settings.group_size)
+        requests = buf.next_requests([(f"prompt-{it}-{n}", [1, 2, 3]) for n in range(n_new)])
+        outputs = [[Generation(i, *fake_segment(key, it, req.max_tokens)) for key in req.keys]
+                   for i, req in enumerate(requests)]
+        buf.record(requests, outputs, it)
         released += buf.pop_complete()
     return released
 

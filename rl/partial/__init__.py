@@ -12,7 +12,7 @@ Which tokens of a multi-segment trajectory are trained (`objective.partial_segme
 nor an engine.
 """
 
-from .buffer import PartialSettings, ReplayBuffer, Trajectory, released_metrics, restore_buffer
+from .buffer import PartialSettings, ReplayBuffer, SegmentRequest, Trajectory, released_metrics, restore_buffer
 from .config import PartialRolloutConfig
 from .repeat import RepeatRule, TailRepeat, tail_repeat
 
@@ -21,6 +21,7 @@ __all__ = [
     "PartialSettings",
     "RepeatRule",
     "ReplayBuffer",
+    "SegmentRequest",
     "TailRepeat",
     "Trajectory",
     "released_metrics",

@@ -3,17 +3,15 @@ segment per iteration, and the prompt groups they belong to.
 
 One iteration, as the driver runs it:
 
-    cont = buf.running()                         # continued first: prompt + response so far
-    n_new = buf.fresh_prompts(capacity)          # then fresh prompts fill the batch
-    ... generate: cont as n=1 requests with max_tokens buf.segment_budget(t), fresh ones with n=k ...
-    for t, g in zip(cont, cont_gens):
-        buf.add_segment(t.key, g.token_ids, g.logprobs, g.finish_reason, it, g.text)
-    for pid, gens in fresh:                      # the k samples of one fresh prompt
-        gid = buf.start_group(pid, prompt_ids)
-        for j, g in enumerate(gens):
-            buf.add_segment((gid, j), g.token_ids, g.logprobs, g.finish_reason, it, g.text)
+    n_new = buf.fresh_prompts(capacity)          # slots the running trajectories leave, in prompts
+    fresh = [(pid, prompt_ids[pid]) for pid in sampler.sample(n_new, it, exclude=buf.prompts_in_flight())]
+    requests = buf.next_requests(fresh)          # continued first (n=1: prompt + response so far),
+                                                 # then the fresh prompts (n=k), each with its max_tokens
+    buf.record(requests, generate(requests), it) # one list of n generations per request
     groups = buf.pop_complete()                  # score, reward and train these
     checkpoint["replay_buffer"] = buf.state_dict()
+
+(`next_requests` / `record` are `running`, `start_group` and `add_segment` in that order.)
 
 How groups wait. A group of k samples of one prompt is released for training only when all k are
 final, so that the baseline (the group's mean reward) and the length reward see the whole group.
@@ -148,6 +146,21 @@ class PartialSettings:
         return cls(**d)
 
 
+@dataclass
+class SegmentRequest:
+    """One engine request of an iteration: `n` = len(keys) samples continuing `prompt_ids` (the
+    prompt, then the trajectory's earlier segments) by at most `max_tokens` new tokens each;
+    sample j belongs to trajectory keys[j]. A continuation has n = 1; a fresh prompt n = k."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    keys: list[tuple[int, int]]
+
+    @property
+    def n(self) -> int:
+        return len(self.keys)
+
+
 class ReplayBuffer:
     """The prompt groups in flight: every group from its first segment until all k of its samples
     are final and `pop_complete` releases it. Groups are kept in the order they started (their
@@ -246,6 +259,28 @@ class ReplayBuffer:
               or len(token_ids) < budget):  # short of the budget with "length": the context is full
             t.finish_reason = "length"
         return t
+
+    def next_requests(self, fresh: Sequence[tuple[str, Sequence[int]]]) -> list[SegmentRequest]:
+        """The iteration's engine requests: every running trajectory (oldest group first), then a
+        new group for each fresh (prompt id, prompt token ids). The order is deterministic, so
+        seeding the call by position (rl.checkpoint.rollout_seed) samples what an uninterrupted
+        run does after a resume."""
+        requests = [SegmentRequest(t.continuation_prompt(), self.segment_budget(t), [t.key]) for t in self.running()]
+        for prompt_id, prompt_ids in fresh:
+            group = self._groups[self.start_group(prompt_id, prompt_ids)]
+            requests.append(SegmentRequest(list(prompt_ids), self.segment_budget(group[0]), [t.key for t in group]))
+        return requests
+
+    def record(self, requests: Sequence[SegmentRequest], outputs: Sequence[Sequence[Any]], iteration: int) -> None:
+        """`outputs[i]`: the n generations of requests[i], in sample order, each with token_ids,
+        logprobs, finish_reason and text (`rollout.engine.Generation`); added with `add_segment`."""
+        if len(outputs) != len(requests):
+            raise ValueError(f"{len(outputs)} outputs for {len(requests)} requests")
+        for req, gens in zip(requests, outputs):
+            if len(gens) != req.n:
+                raise ValueError(f"{len(gens)} generations for a request of n = {req.n} (trajectories {req.keys})")
+            for key, g in zip(req.keys, gens):
+                self.add_segment(key, g.token_ids, g.logprobs, g.finish_reason, iteration, g.text)
 
     def pop_complete(self) -> list[list[Trajectory]]:
         """Remove and return the groups whose k trajectories are all final, oldest first, each in
