@@ -9,9 +9,10 @@ k1.5 length reward (§2.3.3), and the learner takes a few optimizer steps on
 (`rl.mirror_descent`), whose gradient is -2 tau x the paper's Eq. 3. No value network; the
 optimizer state is reset every iteration. Image prompts (vision-language policies) go through
 the same loop: the engine gets the decoded images, the learner the engine's expanded prompt ids
-and the same images (`rl.vision`). Differences from the paper: partial rollouts are not
-implemented yet; the reference log-probs are recomputed by the learner (exact) unless
-`objective.ref_logprobs: engine`.
+and the same images (`rl.vision`). Differences from the paper: partial rollouts (§2.6.2) have
+their core in `rl.partial` and `objective.partial_segments` but this loop does not use them yet
+(rollout.partial.enabled is refused at start); the reference log-probs are recomputed by the learner
+(exact) unless `objective.ref_logprobs: engine`.
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python rl/train.py --config experiments/configs/rl_demo.yaml
@@ -254,6 +255,9 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
 
     # -- config, data, sampler (all validated before any actor starts) ---------------------
     cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
+    if cfg.rollout.partial.enabled:  # issue 15: rl.partial is the tested core; this loop does not use it yet
+        raise NotImplementedError("rollout.partial.enabled: partial rollouts are not wired into rl/train.py yet, "
+                                  "so the run would silently generate whole responses; turn it off")
     run_dir = Path(cfg.output_dir) / cfg.run_name
     px = cfg.data.max_image_pixels
     rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
