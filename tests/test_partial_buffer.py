@@ -305,19 +305,3 @@ def test_settings_from_config():
     off = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(
         update={"partial": cfg.rollout.partial.model_copy(update={"enabled": False})})})
     assert PartialSettings.from_config(off) is None
-
-
-def test_train_py_refuses_partial_rollouts_until_the_loop_uses_them(tmp_path, monkeypatch):
-    # Until rl/train.py is wired (issue 15), an enabled rollout.partial must stop the run before
-    # anything starts, not be ignored.
-    import rl.train
-
-    def no_ray(cfg):
-        raise AssertionError("started Ray instead of refusing")
-
-    monkeypatch.setattr(rl.train, "connect_ray", no_ray)
-    (tmp_path / "rl.yaml").write_text(f"output_dir: {tmp_path / 'runs'}\npolicy: ckpt\ndata: {{train_file: t.jsonl}}\n"
-                                      "rollout: {partial: {enabled: true, segment_tokens: 256}}\n")
-    with pytest.raises(NotImplementedError, match="not wired into rl/train.py yet"):
-        rl.train.main(["--config", str(tmp_path / "rl.yaml")])
-    assert not (tmp_path / "runs").exists()
