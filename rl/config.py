@@ -228,6 +228,12 @@ def check_partial(cfg: RLConfig) -> None:
                          f"({sp.max_tokens}): every response would end in its first segment")
     if pc.max_segments is None:
         pc.max_segments = -(-sp.max_tokens // pc.segment_tokens)
+    longest = cfg.data.max_prompt_tokens + sp.max_tokens
+    if cfg.rollout.engine.max_model_len < longest:
+        # A continuation is the prompt and the response so far: vLLM refuses one that fills the
+        # context (a segment that reached max_model_len exactly at its budget), which stops the run.
+        raise ValueError(f"rollout.engine.max_model_len ({cfg.rollout.engine.max_model_len}) must be >= data."
+                         f"max_prompt_tokens + rollout.sampling.max_tokens ({longest}) with rollout.partial.enabled")
     if pc.repeat_penalty > 0 and pc.repeat_ngram == 0:
         raise ValueError(f"rollout.partial.repeat_penalty ({pc.repeat_penalty}) is set but rollout.partial."
                          "repeat_ngram is 0, which turns repeat detection off")

@@ -272,6 +272,8 @@ def test_partial_max_segments_defaults_to_the_response_cap(tmp_path):
         (["rollout.partial.repeat_min_count=1"], r"key 'rollout\.partial\.repeat_min_count'.*greater than or equal to 2"),
         (["rollout.partial.segment_token=100"], r"unknown key 'rollout\.partial\.segment_token'"),
         (["objective.partial_segments=some"], r"key 'objective\.partial_segments'.*'exclude' or 'include'"),
+        (["rollout.partial.segment_tokens=100", "rollout.engine.model=ckpt", "rollout.engine.max_model_len=499"],
+         r"rollout\.engine\.max_model_len \(499\) must be >= data\.max_prompt_tokens \+ rollout\.sampling\.max_tokens \(500\)"),
     ],
 )
 def test_partial_config_errors_name_the_key(tmp_path, overrides, match):
