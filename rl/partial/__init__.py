@@ -8,8 +8,9 @@ replay buffer and is continued first in the next iteration, under the then-curre
     repeat.py  `tail_repeat` / `RepeatRule`: stop a generation whose tail loops
 
 Which tokens of a multi-segment trajectory are trained (`objective.partial_segments`) is decided by
-`rl.mirror_descent.segments`. Importing this package has no side effects and needs neither torch
-nor an engine.
+`rl.mirror_descent.segments`. The RL loop's step that drives the buffer is `rl.steps.partial_rollout`
+(rl/train.py calls it instead of `rl.steps.rollout` while rollout.partial is on). Importing this
+package has no side effects and needs neither torch nor an engine.
 """
 
 from .buffer import PartialSettings, ReplayBuffer, SegmentRequest, Trajectory, released_metrics, restore_buffer
