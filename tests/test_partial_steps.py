@@ -24,8 +24,8 @@ from rl.checkpoint import TrainerState, rollout_seed
 from rl.config import RLConfig
 from rl.rewards import VerifierConfig, VerifyResult, compose_rewards
 from rl.sampling import build_sampler
-from rl.steps import (LearnerStats, Prompts, RunCounters, Rollouts, compute_rewards, partial_rollout, replay_buffer,
-                      rollout, step_metrics, trained_part, update)
+from rl.steps import (Prompts, RunCounters, compute_rewards, partial_rollout, replay_buffer, rollout, step_metrics,
+                      trained_part, update)
 from rollout.engine import Generation, GenRequest, sample_offsets
 
 K = 2
@@ -49,8 +49,8 @@ class ScriptedEngine:
     response so far; n > 1 starts samples 0..n-1, n = 1 continues the scripted response it begins.
     Each generation's text is its segment's (as vLLM detokenizes a segment on its own)."""
 
-    def __init__(self):
-        self.calls: list[tuple[list, object]] = []
+    def __init__(self, script: dict[int, list[int]] = SCRIPT):
+        self.script, self.calls = script, []
 
     def __call__(self, requests, sampling):
         self.calls.append((list(requests), sampling))
@@ -60,11 +60,11 @@ class ScriptedEngine:
             n = r.n if isinstance(r, GenRequest) and r.n is not None else sampling.n
             budget = r.max_tokens if isinstance(r, GenRequest) and r.max_tokens is not None else sampling.max_tokens
             done = ids[2:]
-            samples = range(n) if n > 1 else [j for j, s in SCRIPT.items() if done and s[: len(done)] == done]
+            samples = range(n) if n > 1 else [j for j, s in self.script.items() if done and s[: len(done)] == done]
             for j in samples:
-                seg = SCRIPT[j][len(done): len(done) + budget]
+                seg = self.script[j][len(done): len(done) + budget]
                 end = len(done) + len(seg)
-                finish = "stop" if end == len(SCRIPT[j]) else "length"
+                finish = "stop" if end == len(self.script[j]) else "length"
                 out.append(Generation(i, seg, [lp(p) for p in range(len(done), end)], finish, decode(seg) + " "))
         return out
 
@@ -225,18 +225,23 @@ def test_an_iteration_that_releases_nothing_still_makes_a_metrics_row():
     assert m["partial_buffer_trajectories"] == 4 and m["partial_released_trajectories"] == 0
 
 
-def test_a_repeat_stop_loses_the_penalty_on_top_of_the_truncation_reward():
+def test_a_looping_sample_is_stopped_after_its_first_segment_and_penalised():
+    """Sample 1 loops (8 9 8 9 ...): with repeat detection (a unit of <= 2 tokens, 2 copies, 4
+    tokens) its first segment is a loop, so it is final and cut; the group is released at once,
+    and the looping sample gets the truncation reward (0 here) minus the penalty."""
     cfg = make_cfg()
-    cfg.rollout.partial.repeat_ngram, cfg.rollout.partial.repeat_penalty = 2, 0.5
-    stopped = SimpleNamespace(repeat_stop=True, segment_ends=[4, 8])
-    ended = SimpleNamespace(repeat_stop=False, segment_ends=[3])
-    gens = [Generation(0, [1, 2] * 4, [0.0] * 8, "length"), Generation(0, [5, 6, 7], [0.0] * 3, "stop")]
-    results = [VerifyResult(0.0, "truncated"), VerifyResult(1.0, "correct")]
-    ro = Rollouts(["p0"], gens, results, [[]], 0, [("p0", [0.0, 1.0])], 0, ["p0"], {}, trajectories=[stopped, ended])
-    with_penalty = compute_rewards(0, cfg, FakeScorer(), ro)
-    ro.trajectories = None  # the same responses with no repeat stop recorded
-    without = compute_rewards(0, cfg, FakeScorer(), ro)
-    assert with_penalty.rewards.tolist() == pytest.approx([without.rewards[0].item() - 0.5, without.rewards[1].item()])
+    pc = cfg.rollout.partial
+    pc.repeat_ngram, pc.repeat_min_count, pc.repeat_min_tokens, pc.repeat_penalty = 2, 2, 4, 0.5
+    sampler, buf = begin(cfg)
+    ro = step(0, cfg, sampler, buf, ScriptedEngine({0: SCRIPT[0], 1: [8, 9] * 10}))
+    assert len(ro.chosen) == 2 and len(buf) == 0
+    assert [(t.finish_reason, t.repeat_stop, t.segment_ends) for t in ro.trajectories] == [
+        ("stop", False, [3]), ("length", True, [4])] * 2
+    assert ro.partial_metrics["partial_repeat_stops"] == 2 and ro.partial_metrics["partial_truncated_frac"] == 0.5
+    rw = compute_rewards(0, cfg, FakeScorer(), ro)
+    verifier = compose_rewards(ro.results, VerifierConfig().reward)
+    assert rw.rewards.tolist() == pytest.approx([v + rw.len_weight * float(lr) - 0.5 * (j % 2)
+                                                 for j, (v, lr) in enumerate(zip(verifier, rw.len_reward))])
 
 
 def test_the_buffer_goes_into_the_trainer_state_and_a_resume_continues_it():
