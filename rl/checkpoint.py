@@ -6,7 +6,8 @@ Layout of a run's checkpoints (`runs/<run>/checkpoints/`):
         policy/            HF checkpoint (vLLM and transformers load it)
         deepspeed/         DeepSpeed engine + optimizer state (all ranks)
         rng/rank_R.json    each learner rank's RNG states
-        trainer_state.json `TrainerState`: iteration, sampler + tracker, driver RNG, log offsets
+        trainer_state.json `TrainerState`: iteration, sampler + tracker, driver RNG, log offsets,
+                           the partial-rollout replay buffer
     iter_NNNNN.tmp/        a checkpoint being written (a crash leaves it; the next save removes it)
     latest                 the name of the newest complete checkpoint, replaced atomically
 
@@ -68,6 +69,9 @@ class TrainerState:
     engine_restarts: int = 0  # running count of engines replaced after dying (rollout.recovery)
     learner_restarts: int = 0  # running count of learner group restarts after a rank died (rl.learner_group)
     redone_iterations: int = 0  # running count of iterations redone after those restarts
+    # Partial rollouts: `rl.partial.ReplayBuffer.state_dict()` after the iteration's complete groups were
+    # trained on (None: partial rollouts off, or a checkpoint from before them)
+    replay_buffer: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainerState":

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prompts.images import DEFAULT_MAX_IMAGE_PIXELS
 from rl.dist import DeepSpeedConfig
+from rl.partial import PartialRolloutConfig
 from rl.rewards import VerifierConfig
 from rl.sampling import SamplerConfig, UniformSamplerConfig
 from rollout.engine import EngineConfig, SamplingConfig
@@ -65,6 +66,10 @@ class RolloutConfig(_Strict):
         3, ge=0, description="An engine whose actor or EngineCore dies is replaced (current weights loaded, lost "
         "requests generated again, rollout.recovery); after this many restarts in a row of one engine the run "
         "stops with an error naming the checkpoint to resume from (0: stop at the first death)"
+    )
+    partial: PartialRolloutConfig = Field(
+        default_factory=PartialRolloutConfig, description="k1.5 §2.6.2 partial rollouts: a per-iteration token "
+        "budget per trajectory and a replay buffer of unfinished ones (rl.partial); off by default"
     )
 
 
@@ -124,6 +129,14 @@ class ObjectiveConfig(_Strict):
     )
     length_penalty_weight: float = Field(0.0, ge=0, description="Weight of the k1.5 §2.3.3 length reward")
     length_penalty_warmup: int = Field(0, ge=0, description="Iterations with the length reward off")
+    partial_segments: Literal["exclude", "include"] = Field(
+        "exclude", description="Partial rollouts (rollout.partial): which response tokens of a trajectory "
+        "generated over several iterations enter the loss (rl.mirror_descent.segments). exclude: the last "
+        "segment only, earlier ones kept as context; include: the whole response, earlier segments off-policy. "
+        "Default exclude (k1.5 §2.6.2: only the current iteration's segment needs on-policy computation, and "
+        "earlier segments may be left out of the loss): only the last segment was sampled from pi_theta_i, "
+        "the policy the §2.3.2 loss assumes its samples come from"
+    )
 
 
 class EvalConfig(_Strict):
@@ -198,9 +211,37 @@ class RLConfig(_Strict):
             raise ValueError(
                 f"learner.row_tokens ({lc.row_tokens}) > learner.tokens_per_microbatch ({lc.tokens_per_microbatch})"
             )
+        check_partial(self)
         check_gpu_layout(self)
         check_tensor_parallel(self.rollout.engine.tensor_parallel_size, self.policy)
         return self
+
+
+def check_partial(cfg: RLConfig) -> None:
+    """`rollout.partial` against the sections it depends on; fills `max_segments` when None.
+    Nothing is checked while it is off. Raises ValueError naming the config keys."""
+    pc, sp = cfg.rollout.partial, cfg.rollout.sampling
+    if not pc.enabled:
+        return
+    if pc.segment_tokens >= sp.max_tokens:
+        raise ValueError(f"rollout.partial.segment_tokens ({pc.segment_tokens}) must be < rollout.sampling.max_tokens "
+                         f"({sp.max_tokens}): every response would end in its first segment")
+    if pc.max_segments is None:
+        pc.max_segments = -(-sp.max_tokens // pc.segment_tokens)
+    longest = cfg.data.max_prompt_tokens + sp.max_tokens
+    if cfg.rollout.engine.max_model_len < longest:
+        # A continuation is the prompt and the response so far: vLLM refuses one that fills the
+        # context (a segment that reached max_model_len exactly at its budget), which stops the run.
+        raise ValueError(f"rollout.engine.max_model_len ({cfg.rollout.engine.max_model_len}) must be >= data."
+                         f"max_prompt_tokens + rollout.sampling.max_tokens ({longest}) with rollout.partial.enabled")
+    if pc.repeat_penalty > 0 and pc.repeat_ngram == 0:
+        raise ValueError(f"rollout.partial.repeat_penalty ({pc.repeat_penalty}) is set but rollout.partial."
+                         "repeat_ngram is 0, which turns repeat detection off")
+    if cfg.objective.partial_segments == "include" and cfg.objective.ref_logprobs == "engine":
+        # The engine's log-probs of an earlier segment are those of the weights that sampled it, not
+        # pi_theta_i's: the include option needs the learner's recomputation of the whole response.
+        raise ValueError("objective.partial_segments 'include' needs objective.ref_logprobs 'learner' with "
+                         "rollout.partial.enabled: the engine's log-probs of earlier segments are under older weights")
 
 
 def check_gpu_layout(cfg: RLConfig) -> None:

@@ -56,6 +56,10 @@ class Episode:
     sample_logprob_sum: float  # vLLM's sum of sampled-token log-probs (pi_theta_i per the engine)
     # Image prompts: the decoded images; prompt_ids are then the engine's expanded ids
     images: list = field(default_factory=list)
+    # Partial rollouts (rl.partial): response tokens before this offset are context only, not in the
+    # loss (objective.partial_segments, rl.mirror_descent.first_trained_token); 0: the whole response.
+    # sample_logprob_sum is then the engine's sum over the trained tokens only.
+    trained_from: int = 0
 
 
 def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
@@ -96,12 +100,14 @@ def pack_groups(episodes: list[Episode], max_tokens: int, row_tokens: int,
     rows on its own becomes a micro-batch of its own. Every micro-batch is one `PackedBatch`,
     its tensors on `device`.
     With `short_row_tokens` (long-CoT, see `rl.packing.plan_rows`) the test is the padded size
-    (rows x widest row) against max_tokens."""
+    (rows x widest row) against max_tokens.
+    Targets are the response tokens from each episode's `trained_from` on (partial rollouts: the
+    earlier segments are context), for the trained policy and the reference alike."""
     if row_tokens > max_tokens:
         raise ValueError(f"row_tokens {row_tokens} > max_tokens {max_tokens}")
     samples = [
-        Sample(e.prompt_ids + e.response_ids, [False] * len(e.prompt_ids) + [True] * len(e.response_ids), i,
-               e.images)
+        Sample(e.prompt_ids + e.response_ids,
+               [False] * len(e.prompt_ids) + [j >= e.trained_from for j in range(len(e.response_ids))], i, e.images)
         for i, e in enumerate(episodes)
     ]
     by_group: dict[int, list[int]] = {}

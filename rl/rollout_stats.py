@@ -64,8 +64,10 @@ def iteration_metrics(
     iteration: int, gens: list[Generation], results: list[ScoreResult], rows: list[PromptRow],
     rewards: torch.Tensor, len_reward: torch.Tensor, len_weight: float, learner_stats: list[dict],
     times: dict[str, float], sampler_metrics: dict[str, Any], n_filtered: int, n_too_long: int,
-    eval_result: dict | None, groups_kept: int, minibatches: int,
+    eval_result: dict | None, groups_kept: int, minibatches: int, generated_tokens: int | None = None,
 ) -> dict[str, Any]:
+    """`generated_tokens`: tokens the engines generated this iteration, for rollout_tokens_per_s
+    (partial rollouts: the new segments, not the released responses); None: every token of `gens`."""
     lengths = [len(g.token_ids) for g in gens]
     correct = [is_correct(r.score) for r in results]
     by_diff: dict[str, list[float]] = defaultdict(list)
@@ -73,7 +75,7 @@ def iteration_metrics(
         by_diff[str(row.difficulty)].append(r.score)
     tot = {k: sum(s.get(k, 0) for s in learner_stats) for k in learner_stats[0]} if learner_stats else {}
     steps = max(1, learner_stats[0]["steps"]) if learner_stats else 1
-    gen_tokens = sum(lengths)
+    gen_tokens = sum(lengths) if generated_tokens is None else generated_tokens
     skipped = skip_reason(groups_kept, learner_stats)
     m: dict[str, Any] = {
         "iteration": iteration,

@@ -1,5 +1,7 @@
 """The steps of one RL iteration (rl/train.py's loop), each a function returning a typed record:
-`rollout` (choose prompts -> generate -> verify -> filter) -> `Rollouts`; `compute_rewards`
+`rollout` (choose prompts -> generate -> verify -> filter) -> `Rollouts`, or `partial_rollout`
+with k1.5 partial rollouts (rl.partial: continue the replay buffer's trajectories, fill up with
+fresh prompts, release complete groups) -> `Rollouts`; `compute_rewards`
 (verifier score + k1.5 length reward) -> `Rewards`; `update` (episodes -> mini-batches -> learner
 ranks) -> `LearnerStats`; `step_metrics` builds the iteration's metrics row from the three, and
 `RunCounters` keeps the running counts across iterations, processes and learner restarts."""
@@ -18,7 +20,8 @@ from rl.checkpoint import TrainerState, rng_state, rollout_seed
 from rl.config import RLConfig
 from rl.learner import Episode, plan_minibatches, shard_groups
 from rl.learner_group import LearnerGroup
-from rl.mirror_descent import length_penalty, length_penalty_weight
+from rl.mirror_descent import first_trained_token, length_penalty, length_penalty_weight, trained_token_share
+from rl.partial import PartialSettings, ReplayBuffer, Trajectory, released_metrics, restore_buffer
 from rl.rollout_stats import iteration_metrics
 from rl.sampling import PromptSampler
 from rl.scoring import Scorer, ScoreResult
@@ -62,6 +65,11 @@ class Rollouts:
     drawn: list[str]  # the sampler's draws, in order (replacements, too-long ones too)
     times: dict[str, float]
     by_prompt: dict[int, list[int]] = field(default_factory=dict)  # prompt index -> generation indices
+    # Partial rollouts (`partial_rollout`; None / empty when off): each generation's trajectory, the
+    # tokens generated in this iteration (its new segments) and the partial_* metrics
+    trajectories: list[Trajectory] | None = None
+    generated_tokens: int | None = None
+    partial_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for j, g in enumerate(self.gens):
@@ -117,6 +125,76 @@ def rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, ge
     return Rollouts(chosen, gens, results, images, n_too_long, kept_ids, n_filtered, drawn, times)
 
 
+def replay_buffer(cfg: RLConfig, state: TrainerState | None, image_prompts: bool) -> ReplayBuffer | None:
+    """The replay buffer of partial rollouts a run starts with, or goes back to after a learner
+    restart: `state`'s (a checkpoint's), else an empty one; None while rollout.partial is off."""
+    settings = PartialSettings.from_config(cfg)
+    if settings is not None and image_prompts:
+        # A continuation would have to carry the images again and the learner the engine's expanded
+        # ids of the whole sequence; not wired (issue 15 covers the long-CoT text task).
+        raise ValueError("rollout.partial.enabled: partial rollouts take text prompts only, and "
+                         f"{cfg.data.train_file} has image prompts; turn rollout.partial.enabled off")
+    return restore_buffer(None if state is None else state.replay_buffer, settings)
+
+
+def partial_rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, generate: Callable,
+                    scorer: Scorer, base_seed: int, buf: ReplayBuffer, tokenizer) -> Rollouts:
+    """Steps 1-3 with k1.5 partial rollouts (arXiv 2501.12599 §2.6.2; `rl.partial.buffer` has the
+    bookkeeping): every running trajectory of `buf` is continued by at most segment_tokens under the
+    current weights, fresh prompts (k samples each) fill the batch's other slots, all in one engine
+    call; then the groups whose k samples are all final leave the buffer and are verified. Only those
+    are trained on, so an iteration may release none. Dynamic filtering drops released groups
+    without drawing replacements: a replacement could not finish in this iteration anyway."""
+    rc = cfg.rollout
+    times: dict[str, float] = {}
+    in_flight = buf.prompts_in_flight()  # a prompt is in one group at a time
+    # Groups in flight can outnumber prompts_per_iteration (each holds at least one running
+    # sample), so a prompt set smaller than prompts_per_iteration x k may have fewer left to draw.
+    n_new = min(buf.fresh_prompts(cfg.prompts_per_iteration * rc.sampling.n), len(prompts.rows) - len(in_flight))
+    drawn = sampler.sample(n_new, it, exclude=in_flight)
+    fresh = [(i, prompts.ids[i]) for i in drawn if prompts.engine_len[i] <= cfg.data.max_prompt_tokens]
+    requests = buf.next_requests(fresh)  # the running trajectories first, then the fresh prompts
+    t = time.perf_counter()
+    seed = rollout_seed(base_seed, it, 0) if rc.seeded else None
+    new_gens = generate([GenRequest(r.prompt_ids, n=r.n, max_tokens=r.max_tokens) for r in requests],
+                        rc.sampling.model_copy(update={"seed": seed}))
+    times["time_rollout_s"] = time.perf_counter() - t
+    outputs: list[list[Generation]] = [[] for _ in requests]
+    for g in new_gens:
+        outputs[g.prompt_index].append(g)
+    buf.record(requests, outputs, it)
+    groups = buf.pop_complete()
+
+    chosen = [g[0].prompt_id for g in groups]
+    trajs = [tr for g in groups for tr in g]
+    # One segment: the engine's text, as with partial rollouts off. Several: the whole response
+    # decoded at once (the segments' texts were detokenized apart, which can split a character).
+    gens = [Generation(gi, list(tr.response_ids), list(tr.logprobs), tr.finish_reason,
+                       tr.text if tr.num_segments == 1 else tokenizer.decode(tr.response_ids, skip_special_tokens=True))
+            for gi, g in enumerate(groups) for tr in g]
+    t = time.perf_counter()
+    results = scorer.score_detailed([prompts.rows[chosen[g.prompt_index]] for g in gens], [g.text for g in gens],
+                                    [g.finish_reason for g in gens])
+    times["time_verify_s"] = time.perf_counter() - t
+    per_group: list[list[float]] = [[] for _ in chosen]
+    for g, r in zip(gens, results):
+        per_group[g.prompt_index].append(r.score)
+    scored = list(zip(chosen, per_group))
+    sampler.update(it, scored)
+    kept_ids, n_filtered = sampler.filter_groups(scored)
+    kept = {pid for pid, _ in kept_ids}
+    trained = [tr.segment_ends for tr in trajs if tr.prompt_id in kept]
+    partial_metrics = {
+        **buf.metrics(), **released_metrics(groups, it),
+        "partial_continued": float(len(requests) - len(fresh)),  # trajectories given a further segment
+        "partial_new_groups": float(len(fresh)),
+        "partial_trained_token_share": trained_token_share(trained, cfg.objective.partial_segments),
+    }
+    return Rollouts(chosen, gens, results, [[] for _ in chosen], len(drawn) - len(fresh), kept_ids, n_filtered,
+                    drawn, times, trajectories=trajs, generated_tokens=sum(len(g.token_ids) for g in new_gens),
+                    partial_metrics=partial_metrics)
+
+
 @dataclass
 class Rewards:
     """Step 4's per-generation rewards: verifier reward + `len_weight` x the k1.5 length reward."""
@@ -127,13 +205,21 @@ class Rewards:
 
 
 def compute_rewards(it: int, cfg: RLConfig, scorer: Scorer, ro: Rollouts) -> Rewards:
-    """Verifier score + weighted k1.5 length reward (per prompt group, arXiv 2501.12599 §2.3.3)."""
+    """Verifier score + weighted k1.5 length reward (per prompt group, arXiv 2501.12599 §2.3.3).
+    Partial rollouts: lengths are whole responses (every segment), and a trajectory stopped for
+    repeating loses rollout.partial.repeat_penalty on top of its truncation reward. No generation
+    (a partial-rollout iteration that released no group): empty rewards."""
+    len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
+    if not ro.gens:
+        return Rewards(torch.zeros(0), torch.zeros(0), len_w)
     lengths = torch.tensor([len(g.token_ids) for g in ro.gens], dtype=torch.float32)
     correct = torch.tensor([r.score for r in ro.results], dtype=torch.float32)
     group_ids = torch.tensor([g.prompt_index for g in ro.gens])
-    len_w = length_penalty_weight(it, cfg.objective.length_penalty_weight, cfg.objective.length_penalty_warmup)
     len_reward = length_penalty(lengths, correct, group_ids)
     rewards = torch.tensor(scorer.rewards(ro.results), dtype=torch.float32) + len_w * len_reward
+    if ro.trajectories is not None and cfg.rollout.partial.repeat_penalty:
+        stopped = torch.tensor([float(t.repeat_stop) for t in ro.trajectories])
+        rewards = rewards - cfg.rollout.partial.repeat_penalty * stopped
     return Rewards(rewards, len_reward, len_w)
 
 
@@ -147,16 +233,29 @@ class LearnerStats:
     time_learn_s: float
 
 
+def trained_part(ro: Rollouts, j: int, mode: str) -> tuple[float, int]:
+    """(sample_logprob_sum, trained_from) of generation j: the engine's log-prob sum over the response
+    tokens in the loss, and where they start. Partial rollouts with objective.partial_segments
+    "exclude": the last segment only (rl.mirror_descent.segments), so with objective.ref_logprobs
+    "engine" the reference is the log-probs of the weights that sampled those tokens."""
+    g = ro.gens[j]
+    if ro.trajectories is None:
+        return float(sum(g.logprobs)), 0
+    start = first_trained_token(ro.trajectories[j].segment_ends, mode)
+    return float(sum(g.logprobs[start:])), start
+
+
 def update(cfg: RLConfig, learners: LearnerGroup, prompts: Prompts, ro: Rollouts, rw: Rewards) -> LearnerStats:
     """Whole kept groups, split into mini-batches, each shared out over the learner ranks."""
     kept = ro.kept
     groups = [p for p in ro.by_prompt if ro.chosen[p] in kept]
-    # Image prompts: the engine's expanded prompt ids and the same decoded images.
-    episodes = {
-        j: Episode(g.prompt_index, g.prompt_token_ids or prompts.ids[ro.chosen[g.prompt_index]], g.token_ids,
-                   float(rw.rewards[j]), float(sum(g.logprobs)), ro.images[g.prompt_index])
-        for j, g in enumerate(ro.gens) if ro.chosen[g.prompt_index] in kept
-    }
+    episodes: dict[int, Episode] = {}
+    for j, g in enumerate(ro.gens):
+        if ro.chosen[g.prompt_index] in kept:
+            lp_sum, trained_from = trained_part(ro, j, cfg.objective.partial_segments)
+            # Image prompts: the engine's expanded prompt ids and the same decoded images.
+            episodes[j] = Episode(g.prompt_index, g.prompt_token_ids or prompts.ids[ro.chosen[g.prompt_index]],
+                                  g.token_ids, float(rw.rewards[j]), lp_sum, ro.images[g.prompt_index], trained_from)
     t = time.perf_counter()
     n_ranks = len(learners)
     # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
@@ -175,9 +274,10 @@ def step_metrics(it: int, prompts: Prompts, sampler: PromptSampler, ro: Rollouts
     metrics = iteration_metrics(
         it, ro.gens, ro.results, ro.rows(prompts), rw.rewards, rw.len_reward, rw.len_weight, ls.per_rank, times,
         sampler.metrics([pid for pid, _ in ro.kept_ids]), ro.n_filtered, ro.n_too_long, eval_now,
-        groups_kept=ls.groups_kept, minibatches=ls.minibatches,
+        groups_kept=ls.groups_kept, minibatches=ls.minibatches, generated_tokens=ro.generated_tokens,
     )
     metrics["sampler_drawn_ids"] = ro.drawn
+    metrics.update(ro.partial_metrics)  # partial rollouts only: the buffer, the released groups
     return metrics
 
 
@@ -217,11 +317,15 @@ class RunCounters:
         metrics["redone_iterations_total"] = self.redone_before + self.redone
 
     def trainer_state(self, it: int, seed: int, sampler: PromptSampler, wall_s: float, start_eval: dict | None,
-                      log_rows: dict[str, int], engine_restarts: int, learner_restarts: int) -> TrainerState:
+                      log_rows: dict[str, int], engine_restarts: int, learner_restarts: int,
+                      buf: ReplayBuffer | None = None) -> TrainerState:
+        """`buf`: the replay buffer of partial rollouts (None: off) after this iteration's groups were
+        trained on, so a resume continues every trajectory held and trains none twice."""
         return TrainerState(it, seed, sampler.state_dict(), wall_s, start_eval, log_rows, rng_state(),
                             self.skipped_updates, self.engine_restarts_before + engine_restarts,
                             learner_restarts=self.learner_restarts_before + learner_restarts,
-                            redone_iterations=self.redone_before + self.redone)
+                            redone_iterations=self.redone_before + self.redone,
+                            replay_buffer=None if buf is None else buf.state_dict())
 
     def rewound(self, back: TrainerState, it: int, redo: range) -> None:
         """After a learner restart at iteration `it` back to checkpoint `back`, redoing `redo`."""

@@ -9,9 +9,12 @@ k1.5 length reward (§2.3.3), and the learner takes a few optimizer steps on
 (`rl.mirror_descent`), whose gradient is -2 tau x the paper's Eq. 3. No value network; the
 optimizer state is reset every iteration. Image prompts (vision-language policies) go through
 the same loop: the engine gets the decoded images, the learner the engine's expanded prompt ids
-and the same images (`rl.vision`). Differences from the paper: partial rollouts are not
-implemented yet; the reference log-probs are recomputed by the learner (exact) unless
-`objective.ref_logprobs: engine`.
+and the same images (`rl.vision`). Partial rollouts (§2.6.2, `rollout.partial`, text prompts
+only) swap the rollout step for `rl.steps.partial_rollout`: a replay buffer (`rl.partial`) carries
+unfinished trajectories from one iteration to the next and into the checkpoint, and only groups
+whose k samples are all finished are trained on (`objective.partial_segments` picks their trained
+tokens). Differences from the paper: the reference log-probs are recomputed by the learner (exact)
+unless `objective.ref_logprobs: engine`.
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python rl/train.py --config experiments/configs/rl_demo.yaml
@@ -68,7 +71,8 @@ from rl.ray_loopback import keep_loopback, keep_loopback_for
 from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rl.steps import Prompts, RunCounters, compute_rewards, rollout, step_metrics, update
+from rl.steps import (Prompts, RunCounters, compute_rewards, partial_rollout, replay_buffer, rollout, step_metrics,
+                      update)
 from rl.vision import load_vision
 from rollout.engine import make_rollout_actor
 from rollout.recovery import EngineGroup
@@ -270,6 +274,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     resume = prepare_run_dir(run_dir, args.resume)
     ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
     policy = resume.policy(cfg.policy)
+    buf = replay_buffer(cfg, state, modality == "image")  # partial rollouts' unfinished trajectories (None: off)
     if args.resume:
         print(resume.describe(), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +297,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     restore_driver(state, sampler)  # sampler and driver RNG as the checkpoint left them
     # What a learner restart before the first checkpoint goes back to: the run as it is now.
     initial = counters.trainer_state(-1, cfg.seed, sampler, time.perf_counter() - t_start, start_eval,
-                                     {name: 0 for name in RUN_LOGS}, 0, 0)
+                                     {name: 0 for name in RUN_LOGS}, 0, 0, buf)
     last_ckpt_t = time.perf_counter()
     # Each rollout call's seed comes from (seed, iteration, call): what the engines sample does not
     # depend on when their processes started (rl.checkpoint.rollout_seed).
@@ -306,7 +311,8 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             t_iter = time.perf_counter()
             restarts_at_start = engines.restarts
 
-            ro = rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed)  # 1-3
+            ro = (rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed) if buf is None  # 1-3
+                  else partial_rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed, buf, tokenizer))
             rw = compute_rewards(it, cfg, scorer, ro)  # 4. verifier score + weighted k1.5 length reward
             ls = update(cfg, learners, prompts, ro, rw)  # 5. kept groups -> mini-batches -> learner ranks
             times = ro.times
@@ -341,7 +347,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                               time.perf_counter() - last_ckpt_t):
                 save_checkpoint(run_dir, learners, counters.trainer_state(
                     it, cfg.seed, sampler, time.perf_counter() - t_start, start_eval, dict(logger.rows),
-                    engines.restarts, learners.restarts), cfg)
+                    engines.restarts, learners.restarts, buf), cfg)
                 last_ckpt_t = time.perf_counter()
             learners.finished(it)
         except LearnerDied as death:
@@ -350,6 +356,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             back = prepare_run_dir(run_dir, resume=True, initial=initial)
             learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
             restore_driver(back.state, sampler)
+            buf = replay_buffer(cfg, back.state, modality == "image")
             t_start = time.perf_counter() - back.state.wall_s
             last_eval, last_iter_s = start_eval, 0.0
             logger = RunLogger(run_dir, cfg.tensorboard, append=True, purge_step=back.start_iteration)

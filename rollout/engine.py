@@ -97,8 +97,9 @@ class SamplingConfig(BaseModel):
     max_tokens: int = Field(1024, gt=0, description="Max response tokens")
     seed: int | None = Field(
         None, description="Base seed: sample j of request i uses seed + i*n + j (vLLM seeds a request's n samples "
-        "seed, seed+1, ...), so no two samples of a call share a random stream. None: the engine's own generator, "
-        "which restarts with every new engine process"
+        "seed, seed+1, ...), so no two samples of a call share a random stream; with per-request n "
+        "(GenRequest.n), i*n is the number of samples of the requests before i. None: the engine's own "
+        "generator, which restarts with every new engine process"
     )
 
 
@@ -117,10 +118,29 @@ class Generation:
 
 @dataclass
 class GenRequest:
-    """A prompt as token ids (one placeholder token per image) and its decoded images."""
+    """A prompt as token ids (one placeholder token per image) and its decoded images. `n` and
+    `max_tokens` override the call's `SamplingConfig` for this request (None: the config's); partial
+    rollouts (rl.partial) continue one trajectory (n = 1) by at most its segment's tokens."""
 
     prompt_token_ids: list[int]
     images: list[Any] = field(default_factory=list)
+    n: int | None = None
+    max_tokens: int | None = None
+
+
+def request_samples(requests: Sequence[GenRequest | list[int]], n: int) -> list[int]:
+    """Samples each request asks for: its own `n`, else the call's."""
+    return [r.n if isinstance(r, GenRequest) and r.n is not None else n for r in requests]
+
+
+def sample_offsets(requests: Sequence[GenRequest | list[int]], n: int) -> list[int]:
+    """The place of each request's first sample in the call (the samples of earlier requests),
+    which offsets its seed (`SamplingConfig.seed`): i * n when every request takes the call's n."""
+    out, total = [], 0
+    for k in request_samples(requests, n):
+        out.append(total)
+        total += k
+    return out
 
 
 def encode_request(tokenizer, row, vision: VisionIO | None):
@@ -373,6 +393,7 @@ class VLLMEngine:
         # A VLM's media tokens are never sampled (logprobs stay the raw model's, as the learner's).
         ban = {t: -100.0 for t in self.vision.media_token_ids} if self.vision is not None else None
         prompts, params = [], []
+        offsets = sample_offsets(requests, sp.n)
         for i, r in enumerate(requests):
             r = r if isinstance(r, GenRequest) else GenRequest(list(r))
             p: dict[str, Any] = {"prompt_token_ids": r.prompt_token_ids}
@@ -381,12 +402,12 @@ class VLLMEngine:
             prompts.append(TokensPrompt(**p))
             params.append(
                 SamplingParams(
-                    n=sp.n,
+                    n=sp.n if r.n is None else r.n,
                     temperature=sp.temperature,
                     top_p=sp.top_p,
-                    max_tokens=sp.max_tokens,
+                    max_tokens=sp.max_tokens if r.max_tokens is None else r.max_tokens,
                     logprobs=0,  # the sampled token's log-prob (raw, before temperature)
-                    seed=None if sp.seed is None else sp.seed + i * sp.n,  # vLLM adds j for sample j
+                    seed=None if sp.seed is None else sp.seed + offsets[i],  # vLLM adds j for sample j
                     logit_bias=ban,
                 )
             )

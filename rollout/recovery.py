@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rollout.engine import GenRequest, Generation, SamplingConfig, merge_shards, shard_bounds
+from rollout.engine import GenRequest, Generation, SamplingConfig, merge_shards, sample_offsets, shard_bounds
 from rollout.reaper import kill_processes
 
 PROBE_TIMEOUT_S = 60.0  # how long a failed engine gets to say whether it is alive
@@ -134,12 +134,14 @@ class EngineGroup:
         """Prompts sharded over the engines, results in prompt order; a shard whose engine died is
         generated again on its replacement, with the same seeds. With `sampling.seed`, each shard's
         base seed is offset by its first request, so request i's samples get the seeds it would
-        get in one engine's call (`SamplingConfig.seed`), whatever the number of engines."""
+        get in one engine's call (`SamplingConfig.seed`), whatever the number of engines. The offset
+        counts the samples of the requests before the shard (a * n when they all take the call's n)."""
         bounds = shard_bounds(len(requests), len(self.actors))
         shards = {i: list(requests[a:b]) for i, (a, b) in enumerate(bounds) if b > a}
+        offsets = sample_offsets(requests, sampling.n)
         seeded = {i: sampling if sampling.seed is None else
-                  sampling.model_copy(update={"seed": sampling.seed + a * sampling.n})
-                  for i, (a, _b) in enumerate(bounds)}
+                  sampling.model_copy(update={"seed": sampling.seed + offsets[bounds[i][0]]})
+                  for i in shards}
         results = self._call(lambda slot, actor: actor.generate.remote(shards[slot], seeded[slot]), shards)
         return merge_shards(results, bounds)
 

@@ -254,3 +254,51 @@ def test_paired_rl_configs_differ_from_the_demo_only_where_they_say(name, differ
     demo = flat(load_config(RLConfig, REPO / "experiments/configs/rl_demo.yaml").model_dump())
     arm = flat(load_config(RLConfig, REPO / f"experiments/configs/{name}.yaml").model_dump())
     assert {k for k in demo.keys() | arm.keys() if demo.get(k) != arm.get(k)} == differs
+
+
+# -- rollout.partial (k1.5 §2.6.2 partial rollouts) and objective.partial_segments ----------------
+
+
+def test_partial_rollouts_are_off_by_default_and_exclude_is_the_loss_default(tmp_path):
+    from rl.config import RLConfig
+
+    cfg = load_config(RLConfig, write(tmp_path, RL_BASE))
+    assert (cfg.rollout.partial.enabled, cfg.rollout.partial.max_segments) == (False, None)
+    assert cfg.rollout.partial.repeat_ngram == 0 and cfg.rollout.partial.repeat_penalty == 0.0
+    assert cfg.objective.partial_segments == "exclude"
+    # Off, nothing partial is checked: 'include' with the engine's log-probs is a plain run's setting.
+    load_config(RLConfig, write(tmp_path, RL_BASE), ["objective.partial_segments=include", "objective.ref_logprobs=engine"])
+
+
+def test_partial_max_segments_defaults_to_the_response_cap(tmp_path):
+    from rl.config import RLConfig
+
+    on = ["rollout.partial.enabled=true", "rollout.partial.segment_tokens=150"]
+    path = write(tmp_path, RL_BASE)
+    assert load_config(RLConfig, path, on).rollout.partial.max_segments == 3  # ceil(400 / 150)
+    assert load_config(RLConfig, path, on + ["rollout.partial.max_segments=5"]).rollout.partial.max_segments == 5
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["rollout.partial.segment_tokens=400"],
+         r"rollout\.partial\.segment_tokens \(400\) must be < rollout\.sampling\.max_tokens \(400\)"),
+        (["rollout.partial.segment_tokens=100", "rollout.partial.repeat_penalty=0.5"],
+         r"rollout\.partial\.repeat_penalty \(0\.5\) is set but rollout\.partial\.repeat_ngram is 0"),
+        (["rollout.partial.segment_tokens=100", "objective.partial_segments=include", "objective.ref_logprobs=engine"],
+         r"objective\.partial_segments 'include' needs objective\.ref_logprobs 'learner'"),
+        (["rollout.partial.max_segments=1"], r"key 'rollout\.partial\.max_segments'.*greater than or equal to 2"),
+        (["rollout.partial.repeat_min_count=1"], r"key 'rollout\.partial\.repeat_min_count'.*greater than or equal to 2"),
+        (["rollout.partial.segment_token=100"], r"unknown key 'rollout\.partial\.segment_token'"),
+        (["objective.partial_segments=some"], r"key 'objective\.partial_segments'.*'exclude' or 'include'"),
+        (["rollout.partial.segment_tokens=100", "rollout.engine.model=ckpt", "rollout.engine.max_model_len=499"],
+         r"rollout\.engine\.max_model_len \(499\) must be >= data\.max_prompt_tokens \+ rollout\.sampling\.max_tokens \(500\)"),
+    ],
+)
+def test_partial_config_errors_name_the_key(tmp_path, overrides, match):
+    from rl.config import RLConfig
+
+    path = write(tmp_path, RL_BASE)
+    with pytest.raises(ConfigError, match=rf"^{path}: .*{match}"):
+        load_config(RLConfig, path, ["rollout.partial.enabled=true", *overrides])

@@ -21,8 +21,8 @@ import pytest
 import ray
 
 from rollout import recovery
-from rollout.engine import (EngineConfig, EngineCoreDied, Generation, SamplingConfig, VLLMEngine, fail_pending_calls,
-                            merge_shards, shard_bounds, watch_processes)
+from rollout.engine import (EngineConfig, EngineCoreDied, Generation, GenRequest, SamplingConfig, VLLMEngine,
+                            fail_pending_calls, merge_shards, sample_offsets, shard_bounds, watch_processes)
 from rollout.reaper import kill_processes
 from rollout.recovery import EngineGroup, EngineRestartsExhausted, RestartBudget, give_up_message
 
@@ -310,6 +310,44 @@ def test_no_two_samples_of_a_call_share_a_seed(monkeypatch):
     params.clear()
     engine.generate([[1], [2]], SamplingConfig(n=4, max_tokens=4))
     assert [p["seed"] for p in params] == [None, None]  # unseeded: the engine's own generator
+
+
+def test_requests_with_their_own_n_and_max_tokens_are_seeded_by_the_samples_before_them(monkeypatch):
+    """Partial rollouts mix continuations (n = 1, a segment's max_tokens) with fresh prompts (the
+    call's n): request i's seed is the base + the samples of requests 0..i-1, so with every request
+    at the call's n it is the old base + i*n, and no two samples of the call share a seed."""
+    import sys
+
+    params = []
+    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: params.append(kw) or kw, TokensPrompt=dict)
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    engine = VLLMEngine.__new__(VLLMEngine)
+    engine.cfg, engine.vision = EngineConfig(model="tiny"), None
+    engine._llm = SimpleNamespace(generate=lambda prompts, sps, use_tqdm: [])
+    reqs = [GenRequest([1], n=1, max_tokens=3), [2], GenRequest([3], n=2), GenRequest([4])]
+    engine.generate(reqs, SamplingConfig(n=4, max_tokens=8, seed=100))
+    assert [(p["n"], p["max_tokens"], p["seed"]) for p in params] == [(1, 3, 100), (4, 8, 101), (2, 8, 105),
+                                                                       (4, 8, 107)]
+    assert sorted(p["seed"] + j for p in params for j in range(p["n"])) == list(range(100, 111))
+    assert sample_offsets([[1], [2], GenRequest([3])], 4) == [0, 4, 8]  # all at the call's n: i * n
+
+
+def seed_echo_per_request(self, requests, sampling):
+    """seed_echo for requests with their own n (rollout.engine.sample_offsets)."""
+    offsets = sample_offsets(requests, sampling.n)
+    return [Generation(i, [sampling.seed + offsets[i] + j], [0.0], "stop")
+            for i, r in enumerate(requests) for j in range(r.n or sampling.n)]
+
+
+@pytest.mark.parametrize("engines", [1, 2, 3])
+def test_mixed_n_requests_get_the_seeds_of_one_call_whatever_the_engine_count(fake_ray, monkeypatch, engines):
+    """n = 1, 1, 3, 3 from base 50: seeds 50, 51, 52..54, 55..57 on one engine or sharded."""
+    monkeypatch.setattr(FakeEngine, "do_generate", seed_echo_per_request)
+    g = make_group(FakeEngineClass(), n=engines)
+    reqs = [GenRequest([10], n=1), GenRequest([11], n=1), GenRequest([12]), GenRequest([13])]
+    gens = g.generate(reqs, SamplingConfig(n=3, max_tokens=4, seed=50))
+    assert [(x.prompt_index, x.token_ids[0]) for x in gens] == [(0, 50), (1, 51), (2, 52), (2, 53), (2, 54),
+                                                                (3, 55), (3, 56), (3, 57)]
 
 
 # -- the engine's own death watch ---------------------------------------------------------------------

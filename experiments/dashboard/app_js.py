@@ -166,7 +166,15 @@ const LENGTH_DIST_PANEL = {id: 'lengthdist', title: 'Length distribution: correc
   {get: 'response_len_incorrect_p50', label: 'incorrect p50', dash: 'dash'},
   {get: 'response_len_incorrect_p90', label: 'incorrect p90', dash: 'dashdot'},
   {get: 'truncated_frac', label: 'truncated share', dash: 'longdash', y2: true}]};
-const OPTIONAL_PANELS = [LENGTH_DIST_PANEL, MOE_PANEL];
+// Partial rollouts (rl/partial, k1.5 §2.6.2): the replay buffer after each iteration, segments per
+// trajectory trained on, trajectories stopped for repeating.
+const PARTIAL_PANEL = {id: 'partial', title: 'Partial rollouts: replay buffer, segments, repeat stops',
+  key: 'partial_buffer_trajectories', before: 'kl', y: 'trajectories', y2: 'segments per trajectory', series: [
+  {get: 'partial_buffer_trajectories', label: 'in the buffer'},
+  {get: 'partial_buffer_running', label: 'in the buffer: to continue', dash: 'dot'},
+  {get: 'partial_repeat_stops', label: 'repeat stops', dash: 'dash'},
+  {get: 'partial_segments_mean', label: 'segments per trained trajectory', dash: 'dashdot', y2: true}]};
+const OPTIONAL_PANELS = [LENGTH_DIST_PANEL, PARTIAL_PANEL, MOE_PANEL];
 
 function ensurePanel(spec, runs) {
   if (document.getElementById('panel-' + spec.id)) return true;

@@ -3,6 +3,8 @@
 No model, no process group: the learner computes log-probs and global normalisers and calls these.
 Every function takes tensors on any device and returns tensors on that device; none makes a
 tensor anywhere else (tests/test_device.py runs them on `meta` and records every op's output).
+`segments` decides, on plain lists before any tensor exists, which response tokens of a
+multi-segment (partial-rollout, §2.6.2) trajectory enter the loss.
 """
 
 from rl.mirror_descent.groups import GroupIndex
@@ -19,6 +21,12 @@ from rl.mirror_descent.loss import (
     MirrorDescentLossOutputs,
     mirror_descent_loss,
 )
+from rl.mirror_descent.segments import (
+    PARTIAL_SEGMENTS,
+    first_trained_token,
+    segment_loss_mask,
+    trained_token_share,
+)
 
 __all__ = [
     "BASELINES",
@@ -26,10 +34,14 @@ __all__ = [
     "GroupIndex",
     "MirrorDescentLossInputs",
     "MirrorDescentLossOutputs",
+    "PARTIAL_SEGMENTS",
     "entropy_from_logits",
+    "first_trained_token",
     "is_correct",
     "length_penalty",
     "length_penalty_weight",
     "mirror_descent_loss",
+    "segment_loss_mask",
     "sequence_logprob_sums",
+    "trained_token_share",
 ]
