@@ -137,6 +137,14 @@ def replay_buffer(cfg: RLConfig, state: TrainerState | None, image_prompts: bool
     return restore_buffer(None if state is None else state.replay_buffer, settings)
 
 
+def rollout_step(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, generate: Callable,
+                 scorer: Scorer, base_seed: int, buf: ReplayBuffer | None, tokenizer) -> Rollouts:
+    """Steps 1-3: `rollout`, or `partial_rollout` when partial rollouts are on (`buf` is not None)."""
+    if buf is None:
+        return rollout(it, cfg, sampler, prompts, generate, scorer, base_seed)
+    return partial_rollout(it, cfg, sampler, prompts, generate, scorer, base_seed, buf, tokenizer)
+
+
 def partial_rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, generate: Callable,
                     scorer: Scorer, base_seed: int, buf: ReplayBuffer, tokenizer) -> Rollouts:
     """Steps 1-3 with k1.5 partial rollouts (arXiv 2501.12599 §2.6.2; `rl.partial.buffer` has the

@@ -71,8 +71,7 @@ from rl.ray_loopback import keep_loopback, keep_loopback_for
 from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rl.steps import (Prompts, RunCounters, compute_rewards, partial_rollout, replay_buffer, rollout, step_metrics,
-                      update)
+from rl.steps import Prompts, RunCounters, compute_rewards, replay_buffer, rollout_step, step_metrics, update
 from rl.vision import load_vision
 from rollout.engine import make_rollout_actor
 from rollout.recovery import EngineGroup
@@ -291,8 +290,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
 
     t_start = time.perf_counter() - (state.wall_s if state else 0.0)
     start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
-    last_eval = start_eval
-    last_iter_s = 0.0
+    last_eval, last_iter_s = start_eval, 0.0
     counters = RunCounters.from_state(state)
     restore_driver(state, sampler)  # sampler and driver RNG as the checkpoint left them
     # What a learner restart before the first checkpoint goes back to: the run as it is now.
@@ -311,8 +309,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             t_iter = time.perf_counter()
             restarts_at_start = engines.restarts
 
-            ro = (rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed) if buf is None  # 1-3
-                  else partial_rollout(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed, buf, tokenizer))
+            ro = rollout_step(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed, buf, tokenizer)  # 1-3
             rw = compute_rewards(it, cfg, scorer, ro)  # 4. verifier score + weighted k1.5 length reward
             ls = update(cfg, learners, prompts, ro, rw)  # 5. kept groups -> mini-batches -> learner ranks
             times = ro.times
