@@ -112,6 +112,11 @@ class LearnerConfig(_Strict):
         "Rollout and learning take turns, so one rank may use every core of its node"
     )
     timeout_s: float = Field(1800, gt=0, description="Upper bound on one learner call")
+    record_iterations: int = Field(
+        0, ge=0, description="Write the learner call of the first N iterations (every rank's episodes per "
+        "mini-batch, rl.learner.LearnerCall) to <run>/learner_batches/iter_NNNNN.json, to replay offline "
+        "(experiments/bench_learner.py); text prompts only (image episodes are written without their images)"
+    )
     max_restarts: int = Field(
         3, ge=0, description="A learner rank that dies takes its group down: every rank is started again from the "
         "latest complete checkpoint (or the initial policy), the run logs are cut back to it and the iterations "

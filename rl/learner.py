@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -60,6 +61,43 @@ class Episode:
     # loss (objective.partial_segments, rl.mirror_descent.first_trained_token); 0: the whole response.
     # sample_logprob_sum is then the engine's sum over the trained tokens only.
     trained_from: int = 0
+
+
+@dataclass
+class LearnerCall:
+    """One iteration's `train_iteration` call, every rank's share: what the driver sends
+    (rl.steps.update), what `learner.record_iterations` writes to the run directory, and what
+    `experiments/bench_learner.py` replays against a raw torch loop. `per_rank[r][m]`: rank r's
+    episodes of mini-batch m; `num_groups[m]`: groups in mini-batch m over all ranks."""
+
+    per_rank: list[list[list[Episode]]]
+    num_groups: list[int]
+    tau: float
+    baseline: str
+    ref_from_engine: bool
+    reset_optimizer: bool
+
+    def args(self, rank: int) -> tuple:
+        """`Learner.train_iteration`'s arguments for `rank`."""
+        return (self.per_rank[rank], self.num_groups, self.tau, self.baseline, self.ref_from_engine,
+                self.reset_optimizer)
+
+    def save(self, path: str | Path) -> None:
+        """As JSON (atomically). Images are not written, only their count: a replay of an image
+        batch is refused (`load`)."""
+        def ep(e: Episode) -> dict:
+            return {**{k: v for k, v in e.__dict__.items() if k != "images"}, "images": len(e.images)}
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {**self.__dict__, "per_rank": [[[ep(e) for e in mb] for mb in r] for r in self.per_rank]})
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnerCall:
+        d = json.loads(Path(path).read_text())
+        ranks = d.pop("per_rank")
+        if any(e["images"] for r in ranks for mb in r for e in mb):
+            raise ValueError(f"{path}: a recorded batch with image prompts cannot be replayed (images are not recorded)")
+        return cls(per_rank=[[[Episode(**{**e, "images": []}) for e in mb] for mb in r] for r in ranks], **d)
 
 
 def split_minibatches(groups: list[int], m: int) -> list[list[int]]:
@@ -147,6 +185,17 @@ def loss_inputs(logp_N: torch.Tensor, episodes: list[Episode], ref_logp: list[fl
         rewards_N=torch.tensor([e.reward for e in episodes], dtype=dt, device=dev),
         group_ids_N=GroupIndex.from_labels([e.group for e in episodes], dev),
     )
+
+
+@contextmanager
+def timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Add the block's wall time to seconds[key]. On a GPU it is host time: the `.item()` and
+    `float()` reads in the loop sync often enough for phase totals, not for single kernels."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t
 
 
 def reset_optimizer_state(engine) -> None:
@@ -310,12 +359,14 @@ class Learner:
             reset_optimizer_state(self.engine)
         # pi_theta_i log-probs of mini-batches 1.. before any update (mini-batch 0 reuses its own
         # first forward, which runs before the first update).
+        phase: dict[str, float] = {}  # seconds per phase (learner_<phase>_s metrics)
         ref: list[list[float] | None] = [None] * len(minibatches)
         for m, eps in enumerate(minibatches):
             if ref_from_engine:
                 ref[m] = [e.sample_logprob_sum for e in eps]
             elif m > 0 and (eps or self._collective_forwards()):  # ZeRO-3: every rank joins
-                ref[m] = self.sequence_logprobs(eps)
+                with timed(phase, "ref"):
+                    ref[m] = self.sequence_logprobs(eps)
         stats = {"loss": 0.0, "kl_k1": 0.0, "kl_k3": 0.0, "entropy_sum": 0.0, "entropy_tokens": 0,
                  "tokens": 0, "steps": 0, "skipped_steps": 0, "grad_norm": 0.0, "engine_ref_abs_diff": 0.0,
                  "engine_ref_seqs": 0, "sequences": 0}
@@ -323,8 +374,9 @@ class Learner:
         for m, eps in enumerate(minibatches):
             if num_groups[m] == 0:  # no group anywhere (all prompts too long or filtered): no step
                 continue
-            micro = (pack_groups(eps, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens,
-                                 device=self.device) if eps else [])
+            with timed(phase, "pack"):
+                micro = (pack_groups(eps, self.tokens_per_microbatch, self.row_tokens, self.short_row_tokens,
+                                     device=self.device) if eps else [])
             # One collective for two facts: does any rank hold a non-finite reward, and how many
             # backward passes does the busiest rank need. Every rank runs that many (short ranks
             # pad with all-zero backwards, `_pad_backward`): a rank with no group of this mini-batch
@@ -340,7 +392,8 @@ class Learner:
             nonfinite = False
             done = 0
             for mb in micro:
-                seq_logp, ent_T = self._sequence_logps(mb, with_entropy=True)
+                with timed(phase, "forward"):
+                    seq_logp, ent_T = self._sequence_logps(mb, with_entropy=True)
                 batch_eps = [eps[i] for i in mb.indices]
                 inputs = loss_inputs(seq_logp, batch_eps, None if ref[m] is None else [ref[m][i] for i in mb.indices])
                 if ref[m] is None:  # how far vLLM's pi_theta_i is from the learner's (a metric)
@@ -356,7 +409,8 @@ class Learner:
                         done += 1
                     break
                 # DeepSpeed averages gradients over ranks; the loss is already a global-sum share.
-                self.engine.backward(out.loss * world, scale_wrt_gas=False)
+                with timed(phase, "backward"):
+                    self.engine.backward(out.loss * world, scale_wrt_gas=False)
                 done += 1
                 n = len(batch_eps)
                 stats["loss"] += float(out.loss.detach())
@@ -376,11 +430,13 @@ class Learner:
                 self._discard_gradients()
                 stats["skipped_steps"] += 1
                 continue
-            self.engine.step()
+            with timed(phase, "step"):
+                self.engine.step()
             gn = self.engine.get_global_grad_norm()
             stats["grad_norm"] += float(gn) if gn is not None else 0.0
             stats["steps"] += 1
         stats["seconds"] = time.perf_counter() - t0
+        stats.update({f"learner_{k}_s": v for k, v in phase.items()})
         if self.router is not None:
             stats.update(self.router.stats())
         return stats

@@ -109,6 +109,8 @@ def iteration_metrics(
         "sampler_filtered": n_filtered,
         "num_samples": len(gens),
         **load_metrics(tot),  # MoE policies: expert load balance (rl/moe_metrics.py)
+        # rank 0's seconds per learner phase (pack, ref, forward, backward, step: rl.learner.timed)
+        **{k: v for k, v in (learner_stats[0] if learner_stats else {}).items() if k.startswith("learner_")},
         **times,
         "iteration_s": sum(v for k, v in times.items() if k.startswith("time_")),
         **{k: v for k, v in sampler_metrics.items() if k not in ("sampler_filtered",)},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -18,7 +19,7 @@ from prompts.images import row_images
 from prompts.schema import PromptRow
 from rl.checkpoint import TrainerState, rng_state, rollout_seed
 from rl.config import RLConfig
-from rl.learner import Episode, plan_minibatches, shard_groups
+from rl.learner import Episode, LearnerCall, plan_minibatches, shard_groups
 from rl.learner_group import LearnerGroup
 from rl.mirror_descent import first_trained_token, length_penalty, length_penalty_weight, trained_token_share
 from rl.partial import PartialSettings, ReplayBuffer, Trajectory, released_metrics, restore_buffer
@@ -253,8 +254,10 @@ def trained_part(ro: Rollouts, j: int, mode: str) -> tuple[float, int]:
     return float(sum(g.logprobs[start:])), start
 
 
-def update(cfg: RLConfig, learners: LearnerGroup, prompts: Prompts, ro: Rollouts, rw: Rewards) -> LearnerStats:
-    """Whole kept groups, split into mini-batches, each shared out over the learner ranks."""
+def update(cfg: RLConfig, learners: LearnerGroup, prompts: Prompts, ro: Rollouts, rw: Rewards,
+           record: Path | None = None) -> LearnerStats:
+    """Whole kept groups, split into mini-batches, each shared out over the learner ranks. With
+    `record` (learner.record_iterations), the learner call is also written there."""
     kept = ro.kept
     groups = [p for p in ro.by_prompt if ro.chosen[p] in kept]
     episodes: dict[int, Episode] = {}
@@ -268,12 +271,19 @@ def update(cfg: RLConfig, learners: LearnerGroup, prompts: Prompts, ro: Rollouts
     n_ranks = len(learners)
     # Fewer mini-batches when groups are few; ranks without a group in one pad with zero gradients.
     minibatches = plan_minibatches(groups, n_ranks, cfg.learner.minibatches_per_iteration)
-    per_rank = shard_groups(minibatches, {p: [episodes[j] for j in ro.by_prompt[p]] for p in groups}, n_ranks)
     obj = cfg.objective
-    stats = learners.run(lambda r, lr: lr.train_iteration.remote(
-        per_rank[r], [len(g) for g in minibatches], obj.tau, obj.baseline, obj.ref_logprobs == "engine",
-        cfg.learner.reset_optimizer_each_iteration))
+    call = LearnerCall(shard_groups(minibatches, {p: [episodes[j] for j in ro.by_prompt[p]] for p in groups}, n_ranks),
+                       [len(g) for g in minibatches], obj.tau, obj.baseline, obj.ref_logprobs == "engine",
+                       cfg.learner.reset_optimizer_each_iteration)
+    if record is not None:
+        call.save(record)
+    stats = learners.run(lambda r, lr: lr.train_iteration.remote(*call.args(r)))
     return LearnerStats(stats, len(groups), len(minibatches), time.perf_counter() - t)
+
+
+def learner_record(run_dir: Path, cfg: RLConfig, it: int) -> Path | None:
+    """Where iteration `it`'s learner call is recorded (learner.record_iterations), or None."""
+    return run_dir / "learner_batches" / f"iter_{it:05d}.json" if it < cfg.learner.record_iterations else None
 
 
 def step_metrics(it: int, prompts: Prompts, sampler: PromptSampler, ro: Rollouts, rw: Rewards,

@@ -71,7 +71,8 @@ from rl.ray_loopback import keep_loopback, keep_loopback_for
 from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
-from rl.steps import Prompts, RunCounters, compute_rewards, replay_buffer, rollout_step, step_metrics, update
+from rl.steps import (Prompts, RunCounters, compute_rewards, learner_record, replay_buffer, rollout_step, step_metrics,
+                      update)
 from rl.vision import load_vision
 from rollout.engine import make_rollout_actor
 from rollout.recovery import EngineGroup
@@ -311,7 +312,7 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
 
             ro = rollout_step(it, cfg, sampler, prompts, generate, scorer, rollout_base_seed, buf, tokenizer)  # 1-3
             rw = compute_rewards(it, cfg, scorer, ro)  # 4. verifier score + weighted k1.5 length reward
-            ls = update(cfg, learners, prompts, ro, rw)  # 5. kept groups -> mini-batches -> learner ranks
+            ls = update(cfg, learners, prompts, ro, rw, learner_record(run_dir, cfg, it))  # 5. -> learner ranks
             times = ro.times
             times["time_learn_s"] = ls.time_learn_s
 

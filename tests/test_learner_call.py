@@ -1,0 +1,68 @@
+"""A recorded learner call (learner.record_iterations) reads back as the call the driver made, and
+the learner benchmark replays it as one rank's share (issue 17 item 6)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments.bench_learner import one_rank
+from rl.config import RLConfig
+from rl.learner import Episode, LearnerCall, timed
+from rl.steps import learner_record
+
+
+def _call() -> LearnerCall:
+    e = [Episode(group=g, prompt_ids=[1, 2], response_ids=[3, 4, 5][: g + 1], reward=0.5 * g,
+                 sample_logprob_sum=-1.25 * g, trained_from=g % 2) for g in range(4)]
+    # 2 ranks x 2 mini-batches: rank 0 holds groups 0 and 2, rank 1 groups 1 and 3
+    return LearnerCall(per_rank=[[[e[0]], [e[2]]], [[e[1]], [e[3]]]], num_groups=[2, 2], tau=0.1,
+                       baseline="mean", ref_from_engine=False, reset_optimizer=True)
+
+
+def test_a_saved_call_loads_as_the_same_call(tmp_path):
+    call = _call()
+    call.save(tmp_path / "b" / "iter_00003.json")
+    back = LearnerCall.load(tmp_path / "b" / "iter_00003.json")
+    assert back == call
+    assert back.args(1) == ([[call.per_rank[1][0][0]], [call.per_rank[1][1][0]]], [2, 2], 0.1, "mean", False, True)
+    assert back.per_rank[1][1][0].response_ids == [3, 4, 5] and back.per_rank[1][1][0].trained_from == 1
+
+
+def test_a_call_with_images_is_saved_without_them_and_refused_on_load(tmp_path):
+    call = _call()
+    call.per_rank[0][0][0].images = ["<a decoded image>"]
+    call.save(tmp_path / "c.json")
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["per_rank"][0][0][0]["images"] == 1
+    with pytest.raises(ValueError, match="c.json.*image"):
+        LearnerCall.load(tmp_path / "c.json")
+
+
+def test_one_rank_merges_every_ranks_share_per_minibatch():
+    call = _call()
+    assert [[e.group for e in mb] for mb in one_rank(call)] == [[0, 1], [2, 3]]
+
+
+def test_learner_record_names_the_first_n_iterations_only(tmp_path):
+    cfg = RLConfig.model_validate({"policy": "p", "data": {"train_file": "t.jsonl"},
+                                   "learner": {"record_iterations": 2}})
+    assert learner_record(tmp_path, cfg, 1) == tmp_path / "learner_batches" / "iter_00001.json"
+    assert learner_record(tmp_path, cfg, 2) is None
+    assert learner_record(tmp_path, cfg.model_copy(update={"learner": cfg.learner.model_copy(
+        update={"record_iterations": 0})}), 0) is None
+
+
+def test_timed_adds_up_wall_time_per_key_even_when_the_block_raises(monkeypatch):
+    clock = iter([10.0, 10.5, 20.0, 21.25, 30.0, 30.125])
+    monkeypatch.setattr("rl.learner.time.perf_counter", lambda: next(clock))
+    seconds: dict[str, float] = {}
+    with timed(seconds, "forward"):
+        pass
+    with timed(seconds, "forward"):
+        pass
+    with pytest.raises(RuntimeError):
+        with timed(seconds, "step"):
+            raise RuntimeError("boom")
+    assert seconds == {"forward": 1.75, "step": 0.125}
