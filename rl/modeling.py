@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 
 from prompts.images import open_image
 from rl.mirror_descent import entropy_from_logits
+from rl.packed_attention import PACKED_SDPA
+from rl.packed_attention import register as register_packed_sdpa
 from rl.packing import IGNORE, PackedBatch
 
 
@@ -51,8 +53,9 @@ def load_policy(path: str | Path, dtype: torch.dtype = torch.float32):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(str(path))
-    cls = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
-    return cls.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    if hasattr(config, "vision_config"):  # the vision tower's attention is bidirectional: SDPA with masks
+        return AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=register_packed_sdpa())
 
 
 def _fix_key(model_type: str, name: str) -> str:
@@ -156,8 +159,11 @@ def packed_token_logprobs(
     which would swamp the log-ratio in the mirror-descent loss.
     """
     param = next(model.parameters())
+    kw = model_inputs(batch, vision, param.device, param.dtype)
+    if getattr(getattr(model, "module", model).config, "_attn_implementation", None) == PACKED_SDPA and batch.segments:
+        kw["packed_segments"] = batch.segments  # known at packing: no host sync per layer
     with torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-        logits = model(**model_inputs(batch, vision, param.device, param.dtype)).logits
+        logits = model(**kw).logits
     logits = logits.float().reshape(-1, logits.shape[-1])
     targets = batch.targets
     valid = targets != IGNORE

@@ -48,6 +48,8 @@ class PackedBatch:
     indices: list[int]  # Sample.index of each slot
     real_tokens: int = 0  # tokens that are not padding
     images: list[Any] = field(default_factory=list)  # every sample's images, in placeholder order (row-major)
+    # per row: (start, end) of each sample, and of the padding, covering the row (rl.packed_attention)
+    segments: list[list[tuple[int, int]]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -89,9 +91,11 @@ def pack(rows: list[list[Sample]], pad_id: int = 0, device: torch.device | str |
     seq: list[int] = []
     indices: list[int] = []
     images: list[Any] = []
+    segments: list[list[tuple[int, int]]] = []
     real = 0
     for row in rows:
         used = 0
+        segments.append([])
         for s in row:
             if len(s.ids) != len(s.target_mask):
                 raise ValueError(f"sample {s.index}: ids and target_mask differ in length")
@@ -105,9 +109,12 @@ def pack(rows: list[list[Sample]], pad_id: int = 0, device: torch.device | str |
                 trained = t + 1 < n and s.target_mask[t + 1]
                 targets.append(s.ids[t + 1] if trained else IGNORE)
                 seq.append(slot if trained else -1)
+            segments[-1].append((used, used + n))
             used += n
         real += used
         pad = width - used
+        if pad:
+            segments[-1].append((used, width))
         ids.extend([pad_id] * pad)
         pos.extend(range(pad))
         targets.extend([IGNORE] * pad)
@@ -123,6 +130,7 @@ def pack(rows: list[list[Sample]], pad_id: int = 0, device: torch.device | str |
         indices=indices,
         real_tokens=real,
         images=images,
+        segments=segments,
     )
 
 

@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from rl.modeling import packed_ce_sum, packed_token_logprobs
+from rl.packed_attention import PACKED_SDPA, segments_from_positions
+from rl.packed_attention import register as register_packed_sdpa
 from rl.packing import IGNORE, PackedBatch, Sample, pack, pack_by_budget, plan_bins
 
 VOCAB = 97
@@ -30,6 +32,7 @@ LENGTHS = [9, 23, 1, 2, 17, 5, 31]
 def tiny_qwen2(attn: str = "sdpa"):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    register_packed_sdpa()
     torch.manual_seed(0)
     cfg = Qwen2Config(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -39,7 +42,7 @@ def tiny_qwen2(attn: str = "sdpa"):
     return Qwen2ForCausalLM(cfg).float().eval()
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=["sdpa", "eager", PACKED_SDPA])
 def model(request):
     return tiny_qwen2(request.param)
 
@@ -118,12 +121,15 @@ def test_packed_equals_one_by_one(model, layout):
     assert loss == pytest.approx(-sum(sum(r.values()) for r in ref.values()) / n_ref, abs=TOKEN_ATOL)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("layout", ["one_row", "three_rows_padded"])
-def test_broken_packing_fails_the_same_comparison(model, layout):
+def test_broken_packing_fails_the_same_comparison(attn, layout):
     """Without restarting positions, or with a plain causal mask over the whole row, samples see
     each other: the worst sample is off by >1000x the tolerance and every sample with a neighbour
     before it by >10x (the first sample of a row sees nothing else either way). This is what the
-    test above would catch."""
+    test above would catch. (PACKED_SDPA takes its samples from the positions: an all-ones mask
+    means no padding to it, so only the first case applies; see the test below.)"""
+    model = tiny_qwen2(attn)
     samples = make_samples()
     batch = pack(LAYOUTS[layout](samples))
     ref = {s.index: -sum(unpacked_token_logprobs(model, s).values()) for s in samples}
@@ -191,3 +197,61 @@ def test_pack_by_budget_covers_every_sample_within_budget(model):
     assert total == pytest.approx(ref, abs=SUM_ATOL)
     with pytest.raises(ValueError, match="row_tokens"):
         pack_by_budget(samples, max_tokens=16, row_tokens=32)
+
+
+@pytest.mark.parametrize("layout", ["one_row", "three_rows_padded"])
+def test_packed_sdpa_matches_masked_sdpa_in_value_and_gradient(layout):
+    """Per-sample causal attention (rl.packed_attention) against transformers' SDPA with the
+    block-diagonal mask, same weights: equal log-probs and equal gradients of the summed CE (fp32)."""
+    samples = make_samples()
+    batch = pack(LAYOUTS[layout](samples))
+    grads, values = {}, {}
+    for attn in ("sdpa", PACKED_SDPA):
+        model = tiny_qwen2(attn).train()
+        logp_T, _ = packed_token_logprobs(model, batch)
+        (-logp_T.sum()).backward()
+        values[attn] = logp_T.detach()
+        grads[attn] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    torch.testing.assert_close(values[PACKED_SDPA], values["sdpa"], rtol=0, atol=TOKEN_ATOL)
+    for name, g in grads["sdpa"].items():
+        torch.testing.assert_close(grads[PACKED_SDPA][name], g, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_packed_sdpa_segments_and_their_failure_modes():
+    a, b, c = Sample([1, 2, 3], [False, True, True], 0), Sample([4, 5], [False, True], 1), Sample([6] * 4, [True] * 4, 2)
+    batch = pack([[a, b], [c]])
+    assert batch.segments == [[(0, 3), (3, 5)], [(0, 4), (4, 5)]]  # the padding is a segment of its own
+    assert segments_from_positions(batch.position_ids) == batch.segments
+    model = tiny_qwen2(PACKED_SDPA)
+    R, L = batch.input_ids.shape
+    with torch.no_grad():
+        # Positions that do not restart make one segment of the row: samples see each other.
+        flat = model(input_ids=batch.input_ids, position_ids=torch.arange(L).expand(R, L)).logits
+        ok = model(input_ids=batch.input_ids, position_ids=batch.position_ids).logits
+        assert (flat[0, 3:5] - ok[0, 3:5]).abs().max() > 1e-2
+        torch.testing.assert_close(flat[0, :3], ok[0, :3], rtol=0, atol=1e-5)  # the first sample alike
+        with pytest.raises(ValueError, match="padding mask"):
+            model(input_ids=batch.input_ids, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]))
+        with pytest.raises(ValueError, match="cover 4 positions of a 5-token row"):
+            model(input_ids=batch.input_ids, position_ids=batch.position_ids, packed_segments=[[(0, 4)], [(0, 5)]])
+
+
+def test_load_policy_uses_packed_sdpa_for_a_deepseek_v3_moe_and_it_matches_sdpa(tmp_path):
+    """MLA attention (query/key head dim 96, value 32), loaded as a policy is: `load_policy` picks
+    PACKED_SDPA for text decoders, and a packed batch scores as under transformers' SDPA."""
+    from transformers import AutoModelForCausalLM
+
+    from experiments.tiny_vlm import build_tiny_moe_checkpoint
+    from rl.modeling import load_policy
+
+    path = build_tiny_moe_checkpoint(tmp_path / "moe", seed=0, num_layers=2, init_std=0.1)
+    ours = load_policy(path)
+    assert ours.config._attn_implementation == PACKED_SDPA
+    theirs = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
+    samples = make_samples()
+    batch = pack(LAYOUTS["three_rows_padded"](samples))
+    with torch.no_grad():
+        a, _ = packed_token_logprobs(ours, batch)
+        b, _ = packed_token_logprobs(theirs, batch)
+    assert (a != 0).sum() == batch.num_targets
+    torch.testing.assert_close(a, b, rtol=0, atol=TOKEN_ATOL)
