@@ -21,7 +21,7 @@ PACKAGES = ("prompts", "rollout", "rl", "cot_sft", "experiments")
 # ("rl" covers every rl.* module not named more precisely). docs/ARCHITECTURE.md explains each.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("prompts",)),
-    ("core", ("rl.vision", "rl.configio", "rl.dist", "rl.packing", "rl.ray_loopback")),
+    ("core", ("rl.vision", "rl.configio", "rl.dist", "rl.packing", "rl.packed_attention", "rl.ray_loopback")),
     ("rollout", ("rollout",)),
     ("rl", ("rl",)),
     ("entry", ("rl.train", "cot_sft", "prompts.tag", "prompts.tag_core", "prompts.tag_domain",
