@@ -45,11 +45,10 @@ from typing import Callable
 from experiments.arith import generate, write_splits
 from experiments.chaos import RayHead, read_iterations
 from experiments.tiny_model import build_tiny_checkpoint
+from rl.metrics import is_clock_key
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS, SAMPLES = 4, 4  # per iteration: 16 responses, every one logged (samples_to_log)
-# Metrics that read a clock (and so differ between any two runs).
-CLOCK_KEYS = ("wall_s", "iteration_s", "weight_sync_s", "rollout_tokens_per_s", "learner_tokens_per_s")
 POLL_S = 0.1
 
 
@@ -198,7 +197,7 @@ class RunLogs:
 
 
 def without_clock(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in CLOCK_KEYS and not k.startswith("time_")}
+    return {k: v for k, v in row.items() if not is_clock_key(k)}
 
 
 def _generations(samples: list[dict]) -> list[tuple]:

@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any
 
 
+def is_clock_key(key: str) -> bool:
+    """Does this metrics key read a clock (a time or a rate), so that it differs between any two
+    runs, even of one seed? (`time_*` phases, the learner's `learner_*_s` phases and tokens/s,
+    wall and iteration seconds, the weight sync's.) Every other key of a seeded run repeats."""
+    return (key.startswith("time_") or (key.startswith("learner_") and key.endswith("_s"))
+            or key in ("wall_s", "iteration_s", "weight_sync_s", "rollout_tokens_per_s"))
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None  # JSON has no NaN/inf; the dashboard shows a gap

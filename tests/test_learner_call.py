@@ -10,6 +10,7 @@ import pytest
 from experiments.bench_learner import one_rank
 from rl.config import RLConfig
 from rl.learner import Episode, LearnerCall, timed
+from rl.metrics import is_clock_key
 from rl.steps import learner_record
 
 
@@ -66,3 +67,10 @@ def test_timed_adds_up_wall_time_per_key_even_when_the_block_raises(monkeypatch)
         with timed(seconds, "step"):
             raise RuntimeError("boom")
     assert seconds == {"forward": 1.75, "step": 0.125}
+
+
+def test_clock_keys_are_the_times_and_rates_a_seeded_rerun_may_change():
+    clock = ["time_learn_s", "learner_forward_s", "learner_ref_s", "learner_tokens_per_s", "wall_s", "iteration_s",
+             "weight_sync_s", "rollout_tokens_per_s"]
+    kept = ["loss", "learner_restarts", "learner_restarts_total", "response_len_p95", "kl_k1", "eval_pass_at_1"]
+    assert [k for k in clock + kept if is_clock_key(k)] == clock

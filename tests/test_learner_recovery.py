@@ -30,7 +30,7 @@ from rl.checkpoint import (TrainerState, begin_checkpoint, commit_checkpoint, pr
                            rng_state, save_trainer_state)
 from rl.learner_group import (Iterations, LearnerDied, LearnerGroup, LearnerRestartBudget, LearnerRestartsExhausted,
                               give_up_message, is_actor_death, restart_message)
-from rl.metrics import METRICS_LOG, RUN_LOGS, SAMPLES_LOG, RunLogger
+from rl.metrics import METRICS_LOG, RUN_LOGS, SAMPLES_LOG, RunLogger, is_clock_key
 from rl.sampling import build_sampler
 
 CKPT = "runs/r/checkpoints/iter_00001"
@@ -543,13 +543,12 @@ def run_world(world_inputs: Path, tmp_path: Path, monkeypatch, dies_at: dict, na
     return world, summary, metrics, samples
 
 
-CLOCK = ("wall_s", "iteration_s", "weight_sync_s", "rollout_tokens_per_s", "learner_tokens_per_s")
 RESTART_KEYS = ("learner_restarts", "learner_restarts_total", "redone", "redone_iterations_total")
 
 
 def same_run(rows: list[dict]) -> list[dict]:
     """A metrics row without its clock readings and restart bookkeeping."""
-    return [{k: v for k, v in r.items() if k not in CLOCK + RESTART_KEYS and not k.startswith("time_")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in RESTART_KEYS and not is_clock_key(k)} for r in rows]
 
 
 @pytest.mark.parametrize("dies_at, redone, sets", [
