@@ -85,6 +85,33 @@ class Rollouts:
         return [prompts.rows[self.chosen[g.prompt_index]] for g in self.gens]
 
 
+@dataclass
+class Verified:
+    """Step 3's outcome for a set of groups: each generation's score, and the groups the sampler keeps."""
+
+    results: list[ScoreResult]
+    kept_ids: list  # the sampler's (prompt id, scores) of the kept groups
+    n_filtered: int  # groups dynamic filtering dropped
+    seconds: float  # verification wall time
+
+
+def verify_groups(it: int, sampler: PromptSampler, scorer: Scorer, prompts: Prompts, ids: list[str],
+                  gens: list[Generation]) -> Verified:
+    """Verify `gens` in one batch (`g.prompt_index` indexes `ids`), give the sampler each group's
+    scores, and let it filter the groups (dynamic filtering)."""
+    t = time.perf_counter()
+    results = scorer.score_detailed([prompts.rows[ids[g.prompt_index]] for g in gens], [g.text for g in gens],
+                                    [g.finish_reason for g in gens])
+    seconds = time.perf_counter() - t
+    per_group: list[list[float]] = [[] for _ in ids]
+    for g, r in zip(gens, results):
+        per_group[g.prompt_index].append(r.score)
+    scored = list(zip(ids, per_group))
+    sampler.update(it, scored)
+    kept_ids, n_filtered = sampler.filter_groups(scored)
+    return Verified(results, kept_ids, n_filtered, seconds)
+
+
 def rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, generate: Callable,
             scorer: Scorer, base_seed: int) -> Rollouts:
     """Steps 1-3: choose prompts -> rollout (k samples each from pi_theta_i) -> verify (batched,
@@ -105,22 +132,15 @@ def rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Prompts, ge
         seed = rollout_seed(base_seed, it, call) if rc.seeded else None
         new_gens = generate(requests, rc.sampling.model_copy(update={"seed": seed}))
         times["time_rollout_s"] = times.get("time_rollout_s", 0.0) + time.perf_counter() - t
-        t = time.perf_counter()
-        new_results = scorer.score_detailed([prompts.rows[ids[g.prompt_index]] for g in new_gens],
-                                            [g.text for g in new_gens], [g.finish_reason for g in new_gens])
-        times["time_verify_s"] = times.get("time_verify_s", 0.0) + time.perf_counter() - t
-        per_prompt: list[list[float]] = [[] for _ in ids]
-        for g, r in zip(new_gens, new_results):
-            per_prompt[g.prompt_index].append(r.score)
+        v = verify_groups(it, sampler, scorer, prompts, ids, new_gens)
+        times["time_verify_s"] = times.get("time_verify_s", 0.0) + v.seconds
+        for g in new_gens:
             g.prompt_index += len(chosen)  # index into the iteration's `chosen`
-        chosen, gens, results = chosen + ids, gens + new_gens, results + new_results
+        chosen, gens, results = chosen + ids, gens + new_gens, results + v.results
         images += [getattr(q, "images", []) for q in requests]
-        scored = list(zip(ids, per_prompt))
-        sampler.update(it, scored)
-        kept_now, filtered_now = sampler.filter_groups(scored)
-        kept_ids += kept_now
-        n_filtered += filtered_now
-        want = filtered_now
+        kept_ids += v.kept_ids
+        n_filtered += v.n_filtered
+        want = v.n_filtered
         if not want:
             break
     return Rollouts(chosen, gens, results, images, n_too_long, kept_ids, n_filtered, drawn, times)
@@ -181,16 +201,9 @@ def partial_rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Pro
     gens = [Generation(gi, list(tr.response_ids), list(tr.logprobs), tr.finish_reason,
                        tr.text if tr.num_segments == 1 else tokenizer.decode(tr.response_ids, skip_special_tokens=True))
             for gi, g in enumerate(groups) for tr in g]
-    t = time.perf_counter()
-    results = scorer.score_detailed([prompts.rows[chosen[g.prompt_index]] for g in gens], [g.text for g in gens],
-                                    [g.finish_reason for g in gens])
-    times["time_verify_s"] = time.perf_counter() - t
-    per_group: list[list[float]] = [[] for _ in chosen]
-    for g, r in zip(gens, results):
-        per_group[g.prompt_index].append(r.score)
-    scored = list(zip(chosen, per_group))
-    sampler.update(it, scored)
-    kept_ids, n_filtered = sampler.filter_groups(scored)
+    v = verify_groups(it, sampler, scorer, prompts, chosen, gens)
+    times["time_verify_s"] = v.seconds
+    results, kept_ids, n_filtered = v.results, v.kept_ids, v.n_filtered
     kept = {pid for pid, _ in kept_ids}
     trained = [tr.segment_ends for tr in trajs if tr.prompt_id in kept]
     partial_metrics = {

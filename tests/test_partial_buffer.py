@@ -29,8 +29,8 @@ def test_segments_are_recorded_with_their_iteration_and_log_probs():
     assert t is buf.get((0, 0))
     assert t.response_ids == [10, 11, 12, 13, 14, 15]
     assert t.segment_ends == [4, 6] and t.segment_iterations == [3, 4]
-    # -0.5 - 0.25 - 1.0 - 0.25 = -2.0 for the first segment; -2.0 - 0.125 = -2.125 for the second
-    assert t.segment_logprob_sums() == [-2.0, -2.125]
+    # each segment's log-probs, under its own iteration's weights, in order (rl.mirror_descent.segments cuts them)
+    assert t.logprobs == [-0.5, -0.25, -1.0, -0.25, -2.0, -0.125]
     assert (t.text, t.final, t.finish_reason, t.truncated) == ("abc", True, "stop", False)
     assert t.continuation_prompt() == [1, 2, 10, 11, 12, 13, 14, 15]
     assert (t.prompt_id, t.group_id, t.sample_index, t.key) == ("p7", 0, 0, (0, 0))

@@ -84,11 +84,6 @@ class Trajectory:
         """What the engine is given to continue this trajectory: the prompt and every earlier segment."""
         return self.prompt_ids + self.response_ids
 
-    def segment_logprob_sums(self) -> list[float]:
-        """The engine's log-prob sum of each segment (each under its own iteration's weights)."""
-        starts = [0, *self.segment_ends[:-1]]
-        return [float(sum(self.logprobs[a:b])) for a, b in zip(starts, self.segment_ends)]
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
