@@ -48,6 +48,9 @@ def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
     returns [R, L, H, Dv] and no weights."""
     if attention_mask is not None:
         raise ValueError(f"{PACKED_SDPA} takes packed rows without an attention mask (positions restart per sample)")
+    if key.shape[2] != query.shape[2]:
+        raise ValueError(f"{PACKED_SDPA} is for training forwards, without a KV cache; generate with vLLM, or "
+                         "load the policy with attn_implementation='sdpa'")
     if sliding_window is not None:
         raise ValueError(f"{PACKED_SDPA} has no sliding window; load this policy with attn_implementation='sdpa'")
     if packed_segments is None:

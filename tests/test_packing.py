@@ -232,6 +232,8 @@ def test_packed_sdpa_segments_and_their_failure_modes():
         torch.testing.assert_close(flat[0, :3], ok[0, :3], rtol=0, atol=1e-5)  # the first sample alike
         with pytest.raises(ValueError, match="padding mask"):
             model(input_ids=batch.input_ids, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]))
+        with pytest.raises(ValueError, match="without a KV cache"):
+            model.generate(input_ids=batch.input_ids[:1], max_new_tokens=2, do_sample=False)
         with pytest.raises(ValueError, match="cover 4 positions of a 5-token row"):
             model(input_ids=batch.input_ids, position_ids=batch.position_ids, packed_segments=[[(0, 4)], [(0, 5)]])
 
