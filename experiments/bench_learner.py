@@ -30,13 +30,14 @@ import pickle
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from rl.config import RLConfig
 from rl.configio import load_config
-from rl.dist import bf16_supported, free_port
+from rl.dist import free_port
 from rl.learner import Episode, Learner, LearnerCall, pack_groups
 from rl.modeling import load_policy, packed_ce_sum
 from rl.packing import PackedBatch
@@ -74,22 +75,22 @@ def serialization_s(minibatches: list[list[Episode]], repeats: int = 5) -> dict:
 def bench(cfg: RLConfig, call: LearnerCall, repeats: int) -> dict:
     lc = cfg.learner
     threads = lc.threads or 1
-    row_tokens = lc.row_tokens or cfg.data.max_prompt_tokens + cfg.rollout.sampling.max_tokens
-    mbs = one_rank(call)
-    args = (mbs, call.num_groups, call.tau, call.baseline, call.ref_from_engine, call.reset_optimizer)
+    single = replace(call, per_rank=[one_rank(call)])
+    mbs = single.per_rank[0]
 
     learner = Learner(threads=threads)
-    learner.setup(cfg.policy, lc.deepspeed, 0, 1, f"127.0.0.1:{free_port()}", lc.tokens_per_microbatch, row_tokens,
-                  cfg.seed, short_row_tokens=lc.short_row_tokens)
-    learner.train_iteration(*args)  # warm-up: first-call allocations, optimizer state
-    runs = [learner.train_iteration(*args) for _ in range(repeats)]
+    # lc.row_tokens: RLConfig fills it in (prompt + response budget) when the file leaves it out
+    learner.setup(cfg.policy, lc.deepspeed, 0, 1, f"127.0.0.1:{free_port()}", lc.tokens_per_microbatch,
+                  lc.row_tokens, cfg.seed, short_row_tokens=lc.short_row_tokens)
+    learner.train_iteration(*single.args(0))  # warm-up: first-call allocations, optimizer state
+    runs = [learner.train_iteration(*single.args(0)) for _ in range(repeats)]
+    bf16 = learner.bf16  # what DeepSpeed was built with (deepspeed.bf16 "auto" resolved)
     del learner
 
-    bf16 = bf16_supported() if lc.deepspeed.bf16 == "auto" else bool(lc.deepspeed.bf16)
     model = load_policy(cfg.policy).to(torch.bfloat16 if bf16 else torch.float32)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lc.deepspeed.lr)
-    micro = [pack_groups(eps, lc.tokens_per_microbatch, row_tokens, lc.short_row_tokens) for eps in mbs if eps]
+    micro = [pack_groups(eps, lc.tokens_per_microbatch, lc.row_tokens, lc.short_row_tokens) for eps in mbs if eps]
     raw_iteration(model, opt, micro)  # warm-up
     raw = [raw_iteration(model, opt, micro) for _ in range(repeats)]
 
