@@ -33,7 +33,7 @@ import ray
 from experiments.tiny_model import build_tiny_checkpoint
 from rl.dist import DeepSpeedConfig
 from rl.learner import Learner
-from rl.ray_loopback import keep_loopback
+from rl.ray_loopback import init_local_cluster
 from rollout.engine import EngineConfig, make_rollout_actor
 
 GIB = 1 << 30
@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         policy = build_tiny_checkpoint(work / "qwen2-0.5b-random", seed=0, **QWEN2_05B_LAYERS)
         params = json.loads((policy / "thinkrl_build.json").read_text())["params"]
-        keep_loopback()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+        init_local_cluster(num_cpus=2)
         learner = ray.remote(num_cpus=1)(Learner).remote(args.threads)
         engine = make_rollout_actor(1.0).remote(EngineConfig(model=str(policy), dtype="bfloat16", kv_cache_gib=0.5,
                                                              max_model_len=512, cpu_threads=args.threads))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import ray
 from ray._private import ray_constants
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -25,6 +26,14 @@ def keep_loopback() -> None:
     the cluster's processes inherit)."""
     os.environ.update(LOOPBACK_ENV)
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def init_local_cluster(num_cpus: int | None) -> None:
+    """Start a one-machine Ray cluster in this process, every server on 127.0.0.1, no dashboard
+    (the RL driver without an address, and benchmarks)."""
+    keep_loopback()  # Ray would otherwise bind its servers to the machine's address
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
 
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}

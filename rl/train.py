@@ -67,7 +67,7 @@ from rl.learner import Learner
 from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_message
 from rl.metrics import RUN_LOGS, RunLogger
 from rl.modeling import load_tokenizer
-from rl.ray_loopback import keep_loopback, keep_loopback_for
+from rl.ray_loopback import init_local_cluster, keep_loopback_for
 from rl.rollout_stats import sample_records, skip_message
 from rl.sampling import build_sampler
 from rl.scoring import Scorer
@@ -96,9 +96,7 @@ def connect_ray(cfg: RLConfig) -> None:
         keep_loopback_for(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
-        keep_loopback()  # Ray would otherwise bind its servers to the machine's address
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+        init_local_cluster(cfg.ray.num_cpus)
 
 
 def start_learners(cfg: RLConfig, policy: str, ranks: list | None = None) -> list:
