@@ -30,18 +30,13 @@ from pathlib import Path
 import psutil
 import ray
 
-from experiments.tiny_model import build_tiny_checkpoint
+from experiments.tiny_model import QWEN2_05B_LAYERS, build_tiny_checkpoint
 from rl.dist import DeepSpeedConfig
 from rl.learner import Learner
 from rl.ray_loopback import init_local_cluster
 from rollout.engine import EngineConfig, make_rollout_actor
 
 GIB = 1 << 30
-# Qwen2-0.5B's layer shape (its config.json) with the embedded 320-token vocabulary, and 34 layers
-# instead of 24 to make up for the 151,936-row embedding: 507M parameters, random weights. (A
-# vocabulary the tokenizer cannot decode would let the engine sample ids it cannot detokenize.)
-QWEN2_05B_LAYERS = dict(hidden_size=896, num_layers=34, num_heads=14, num_kv_heads=2, intermediate_size=4864,
-                        max_positions=2048)
 
 
 def pss(pids: list[int]) -> int:

@@ -77,6 +77,13 @@ def write_build_files(out: Path, tokenizer, meta: dict[str, Any]) -> None:
     (out / "thinkrl_build.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+# Qwen2-0.5B's layer shape (its config.json) with the embedded 320-token vocabulary, and 34 layers
+# instead of 24 to make up for the 151,936-row embedding: 507M parameters, random weights. (A
+# vocabulary the tokenizer cannot decode would let the engine sample ids it cannot detokenize.)
+QWEN2_05B_LAYERS = dict(hidden_size=896, num_layers=34, num_heads=14, num_kv_heads=2, intermediate_size=4864,
+                        max_positions=2048)
+
+
 def build_tiny_checkpoint(
     out_dir: str | Path,
     seed: int = 0,

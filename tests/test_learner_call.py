@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from experiments.bench_learner import one_rank
+from experiments.bench_learner import forward_flops, one_rank, synthetic_call
 from rl.config import RLConfig
 from rl.learner import Episode, LearnerCall, timed
 from rl.metrics import is_clock_key
@@ -74,3 +74,29 @@ def test_clock_keys_are_the_times_and_rates_a_seeded_rerun_may_change():
              "weight_sync_s", "rollout_tokens_per_s"]
     kept = ["loss", "learner_restarts", "learner_restarts_total", "response_len_p95", "kl_k1", "eval_pass_at_1"]
     assert [k for k in clock + kept if is_clock_key(k)] == clock
+
+
+def test_a_synthetic_call_has_the_asked_shape_and_the_configs_minibatches():
+    cfg = RLConfig.model_validate({"policy": "p", "data": {"train_file": "t.jsonl", "max_prompt_tokens": 300},
+                                   "rollout": {"sampling": {"n": 4, "max_tokens": 2000}},
+                                   "learner": {"minibatches_per_iteration": 2}})
+    call = synthetic_call(cfg, groups=6, k=4, vocab=100, seed=3)
+    mbs = one_rank(call)
+    assert call.num_groups == [3, 3] and [sorted({e.group for e in m}) for m in mbs] == [[0, 1, 2], [3, 4, 5]]
+    eps = [e for m in mbs for e in m]
+    assert len(eps) == 24 and all(len(e.response_ids) in range(128, 2001) for e in eps)
+    assert all(64 <= len(e.prompt_ids) <= 300 and max(e.prompt_ids + e.response_ids) < 100 for e in eps)
+    assert {e.reward for e in eps} == {0.0, 1.0}
+    # one prompt per group, lengths spread within it (what long CoT looks like)
+    assert all(len({tuple(e.prompt_ids) for e in eps if e.group == g}) == 1 for g in range(6))
+    assert max(len(e.response_ids) for e in eps) > 4 * min(len(e.response_ids) for e in eps)
+    assert call == synthetic_call(cfg, groups=6, k=4, vocab=100, seed=3)
+
+
+def test_forward_flops_count_matmul_parameters_and_causal_attention():
+    # untied: the input embedding (10 x 4) is a lookup, not a matmul; tied, it is the LM head too
+    config = {"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 3, "tie_word_embeddings": False}
+    # 2 x (1000 - 40) x (5 + 7) + 2 x 3 layers x 4 hidden x (5^2 + 7^2)
+    assert forward_flops(config, 1000, [5, 7]) == 2 * 960 * 12 + 24 * 74
+    assert forward_flops({**config, "tie_word_embeddings": True}, 1000, [5, 7]) == 2 * 1000 * 12 + 24 * 74
+    assert forward_flops({"text_config": config}, 1000, [5]) == 2 * 960 * 5 + 24 * 25
