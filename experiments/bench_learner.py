@@ -154,6 +154,17 @@ def mfu(result: dict, policy: str, call: LearnerCall, device: torch.device) -> d
     return out
 
 
+def serialization_s(minibatches: list[list[Episode]], repeats: int = 5) -> dict:
+    """Pickle the episodes there and back (what Ray does to a task's arguments), best of `repeats`."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        blob = pickle.dumps(minibatches, protocol=5)
+        pickle.loads(blob)
+        best = min(best, time.perf_counter() - t)
+    return {"seconds": best, "bytes": len(blob)}
+
+
 def bench(cfg: RLConfig, call: LearnerCall, repeats: int) -> dict:
     lc = cfg.learner
     threads = lc.threads or 1
