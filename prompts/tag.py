@@ -62,7 +62,6 @@ its last number), so a weak model's noise can "pass" prompts with one-digit answ
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -318,12 +317,8 @@ def _vision_of(model: str) -> Any:
         raise DataError(f"--model {model}: {e}") from None
 
 
-def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False) -> Any:
-    """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`).
-    Accepts both constructor forms the adapter has had: `Scorer(VerifierConfig)` and the earlier
-    `Scorer(num_workers=, timeout_s=)` (which always required </think>)."""
-    if "num_workers" in inspect.signature(Scorer).parameters:
-        return Scorer(num_workers=num_workers, timeout_s=timeout_s)
+def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False) -> Scorer:
+    """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`)."""
     return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s, require_think=require_think))
 
 
