@@ -206,9 +206,8 @@ def start_actors(cfg: RLConfig, run: RunActors, run_dir: Path, policy: str, ckpt
 
 
 def load_data(cfg: RLConfig) -> tuple[PromptSampler, Prompts, list, Any, Any, str]:
-    """(sampler, prompts, eval rows, tokenizer, vision, modality): the training prompts, sampled by
-    the sampler and encoded for the policy (`vision`: its image I/O, None when text-only), the
-    held-out eval rows, and "image" or "text". All validated before any actor starts."""
+    """The training prompts' sampler and their encoding for the policy, the eval rows, the tokenizer,
+    the image I/O (None: a text-only policy) and "image" or "text"; all checked before any actor starts."""
     px = cfg.data.max_image_pixels
     rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
     eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
@@ -223,9 +222,8 @@ def load_data(cfg: RLConfig) -> tuple[PromptSampler, Prompts, list, Any, Any, st
 
 def open_run_dir(cfg: RLConfig, run_dir: Path, resume: bool,
                  image_prompts: bool) -> tuple[ResumePoint, ReplayBuffer | None, RunLogger]:
-    """The resume point, the replay buffer (partial rollouts' unfinished trajectories; None: off) and
-    the run's logger. A new run refuses a used run directory; `resume` cuts its logs back to the latest
-    checkpoint."""
+    """A new run refuses a used run directory; `resume` cuts its logs back to the latest checkpoint.
+    The resume point, the partial rollouts' replay buffer (None: off) and the run's logger."""
     point = prepare_run_dir(run_dir, resume)
     buf = replay_buffer(cfg, point.state, image_prompts)
     if resume:
@@ -254,10 +252,8 @@ def out_of_time(budget_s: float | None, elapsed_s: float, iteration_s: float, la
 def restart_learners(death: LearnerDied, it: int, cfg: RLConfig, run_dir: Path, learners: LearnerGroup,
                      engines: EngineGroup, sampler: PromptSampler, counters: RunCounters,
                      initial: TrainerState) -> ResumePoint:
-    """Back to the latest complete checkpoint (`initial` before the first), as --resume would go,
-    without a new process: the logs cut back to it, the learner group started again from it (the
-    engines get its weights), the sampler, driver RNG and counters restored. The caller reopens
-    the logs."""
+    """Back to the latest complete checkpoint (`initial` before the first) as --resume would go, in this
+    process: logs cut, learner ranks restarted (their weights to the engines), sampler, RNG, counters restored."""
     back = prepare_run_dir(run_dir, resume=True, initial=initial)
     learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
     restore_driver(back.state, sampler)
