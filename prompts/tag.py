@@ -322,19 +322,16 @@ def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False)
     return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s, require_think=require_think))
 
 
-def _refuse_image_rows(good: list, vision: Any, args: argparse.Namespace) -> None:
-    """Image rows and a text-only --model stop here, before any engine starts (unless
-    --on-bad-row skip: then those rows are skipped)."""
+def _usable_rows(good: list, bad: list, tagger: Tagger, args: argparse.Namespace) -> list:
+    """The rows that can be tagged; each other one goes into `bad` with its reason. Image rows and a
+    text-only --model stop here, before any engine starts, unless --on-bad-row skip."""
+    vision = tagger.vision
     with_images = [(where, row) for where, row in good if row.has_images()]
     if with_images and vision is None and args.on_bad_row == "fail":
         where, row = with_images[0]
         raise DataError(f"{where}: row {row.id!r} has images, but --model {args.model} is a text-only checkpoint "
                         f"(no vision_config in its config.json); {len(with_images)} of {len(good)} rows have images. "
                         "Tag them with a vision-language checkpoint, or pass --on-bad-row skip to tag the text rows only")
-
-
-def _usable_rows(good: list, bad: list, tagger: Tagger, vision: Any, args: argparse.Namespace) -> list:
-    """The rows that can be tagged; each other one goes into `bad` with its reason."""
     usable = []
     for where, row in good:
         n_images = len(row.images())
@@ -418,10 +415,8 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     s = _settings(args, tok, [r.domain for r in rules])
     if s.domain_fallback == "model" and not s.domain_labels:
         raise DataError("--domain-fallback model needs labels (--domain-labels or a rule set)")
-    vision = _vision_of(args.model)
-    _refuse_image_rows(good, vision, args)
-    tagger = Tagger(None, None, tok, s, rules, vision)
-    usable = _usable_rows(good, bad, tagger, vision, args)
+    tagger = Tagger(None, None, tok, s, rules, _vision_of(args.model))
+    usable = _usable_rows(good, bad, tagger, args)
     stats.bad_rows = len(bad)
     if bad:
         _report_bad(bad)
