@@ -377,7 +377,7 @@ def stop_job(head: RayHead, job: Job) -> None:
             job.proc.wait()
 
 
-def wait_job(job: Job, deadline: float, poll: Callable[[], None]) -> str:
+def wait_job(job: Job, deadline: float, poll: Callable[[], object]) -> str:
     while job.proc.poll() is None and time.monotonic() < deadline:
         poll()
         time.sleep(POLL_S)

@@ -235,7 +235,7 @@ def open_run_dir(cfg: RLConfig, run_dir: Path, resume: bool,
 
 
 def sync_weights(engines: EngineGroup, learners: LearnerGroup) -> float:
-    """Step 6, its seconds: learner rank 0 -> object store -> every engine (bucketed, in place), in
+    """Step 6, timed in seconds: learner rank 0 -> object store -> every engine (bucketed, in place), in
     the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)."""
     t = time.perf_counter()
     with learners.guard():  # a rank that dies while exporting is a learner death
