@@ -377,7 +377,7 @@ def stop_job(head: RayHead, job: Job) -> None:
             job.proc.wait()
 
 
-def wait_job(job: Job, deadline: float, poll: Callable[[], None]) -> str:
+def wait_job(job: Job, deadline: float, poll: Callable[[], object]) -> str:
     while job.proc.poll() is None and time.monotonic() < deadline:
         poll()
         time.sleep(POLL_S)
@@ -425,6 +425,63 @@ def planned_iterations(args: list[str]) -> int:
 # -- the experiment ------------------------------------------------------------------------------------
 
 
+def wait_for_iteration(job: Job, metrics_path: Path, iteration: int, deadline: float,
+                       poll: Callable[[], object]) -> None:
+    """Until metrics.jsonl has `iteration`, the job ends or the deadline passes."""
+    while time.monotonic() < deadline and job.proc.poll() is None:
+        poll()
+        if iteration in read_iterations(metrics_path):
+            break
+        time.sleep(POLL_S)
+
+
+def kill_target(target: str, job: Job, metrics_path: Path, poll: Callable[[], list[Proc]], t0: float) -> dict | None:
+    """SIGKILL a `target` process, trying for up to 60 s while the job runs; what was killed, or None."""
+    kill_by = time.monotonic() + 60
+    while time.monotonic() < kill_by and job.proc.poll() is None:
+        victim = pick_target(target, poll())
+        if victim is not None and kill(victim):
+            iters = read_iterations(metrics_path)
+            killed = {"pid": victim.pid, "title": victim.title[:200],
+                      "after_iteration": max(iters) if iters else None, "at_s": round(time.monotonic() - t0, 1)}
+            print(f"chaos: SIGKILLed {victim.pid} ({victim.title[:80]}) after iteration "
+                  f"{killed['after_iteration']}", flush=True)
+            return killed
+        time.sleep(0.5)
+    print(f"chaos: found no {target} process to kill", flush=True)
+    return None
+
+
+def described(procs: list[Proc]) -> dict:
+    """Counts by kind and (the first 20 of) the processes, for the report."""
+    return {**count_kinds(procs), "processes": [f"{p.pid} {p.title[:120]}" for p in procs][:20]}
+
+
+def sweep(seen: list[Proc], baseline: set[int], since: float, settle_s: float) -> dict:
+    """What is left of everything this run started, once its head is gone and a grace period (`settle_s`)
+    for workers that notice their raylet's death by themselves has passed: killed, and reported."""
+    settle_by = time.monotonic() + settle_s
+    while (left := still_running(seen)) and time.monotonic() < settle_by:
+        time.sleep(1.0)
+    new_elsewhere = _new_engine_or_ray_processes(baseline, since, {p.pid for p in seen})
+    for p in left:
+        kill(p)
+    # Engine/Ray processes that started meanwhile but never showed under this head: possibly
+    # another user's (not killed, not part of the verdict).
+    return {"left_behind": described(left), "unattributed_new": described(new_elsewhere)}
+
+
+def run_metrics(metrics_path: Path, planned: int, logs: str) -> dict:
+    """What metrics.jsonl and the jobs' logs say about the run's iterations and restarts."""
+    m = check_iterations(read_iterations(metrics_path), planned)
+    m["resume_dropped_rows"] = resume_dropped_rows(logs)
+    for key in ("engine_restarts_total", "learner_restarts_total", "redone_iterations_total"):
+        m[key] = last_value(metrics_path, key)
+    m["redone_rows"] = redone_rows(metrics_path)
+    m["learner_restarts_logged"] = learner_restart_lines(logs)
+    return m
+
+
 def run_chaos(a: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -445,10 +502,11 @@ def run_chaos(a: argparse.Namespace) -> dict:
     head: RayHead | None = None
     jobs: list[Job] = []
 
-    def poll() -> None:
-        if head is not None:
-            for p in snapshot(head.proc.pid):
-                seen[(p.pid, p.create_time)] = p
+    def poll() -> list[Proc]:
+        procs = snapshot(head.proc.pid) if head is not None else []
+        for p in procs:
+            seen[(p.pid, p.create_time)] = p
+        return procs
 
     try:
         head = RayHead(work / "ray_head.log", a.num_cpus, a.object_store_mb)
@@ -457,31 +515,10 @@ def run_chaos(a: argparse.Namespace) -> dict:
         jobs.append(submit(head, f"{run_name}-{stamp}-1", args, work / "job1.log"))
         deadline = jobs[0].started + a.timeout_s
 
-        # wait for iteration j, then kill the target
-        while time.monotonic() < deadline and jobs[0].proc.poll() is None:
-            poll()
-            if a.at_iteration in read_iterations(metrics_path):
-                break
-            time.sleep(POLL_S)
+        wait_for_iteration(jobs[0], metrics_path, a.at_iteration, deadline, poll)
         if jobs[0].proc.poll() is None and time.monotonic() < deadline:
             time.sleep(a.delay_s)
-            kill_by = time.monotonic() + 60
-            while report["killed"] is None and time.monotonic() < kill_by and jobs[0].proc.poll() is None:
-                procs = snapshot(head.proc.pid)
-                for p in procs:
-                    seen[(p.pid, p.create_time)] = p
-                victim = pick_target(a.target, procs)
-                if victim is not None and kill(victim):
-                    iters = read_iterations(metrics_path)
-                    report["killed"] = {"pid": victim.pid, "title": victim.title[:200],
-                                        "after_iteration": max(iters) if iters else None,
-                                        "at_s": round(time.monotonic() - t0, 1)}
-                    print(f"chaos: SIGKILLed {victim.pid} ({victim.title[:80]}) after iteration "
-                          f"{report['killed']['after_iteration']}", flush=True)
-                else:
-                    time.sleep(0.5)
-            if report["killed"] is None:
-                print(f"chaos: found no {a.target} process to kill", flush=True)
+            report["killed"] = kill_target(a.target, jobs[0], metrics_path, poll, t0)
 
         outcome = wait_job(jobs[0], deadline, poll)
         print(f"chaos: job 1 {outcome} after {jobs[0].wall_s:.0f}s", flush=True)
@@ -502,30 +539,9 @@ def run_chaos(a: argparse.Namespace) -> dict:
                 stop_job(head, job)
             poll()
             head.stop()
-        # What is left of everything this run started, once its head is gone and a grace period
-        # for workers that notice their raylet's death by themselves has passed.
-        settle_by = time.monotonic() + a.settle_s
-        while (left := still_running(seen.values())) and time.monotonic() < settle_by:
-            time.sleep(1.0)
-        new_elsewhere = _new_engine_or_ray_processes(baseline, t_wall, {p.pid for p in seen.values()})
-        for p in left:
-            kill(p)
-        report["left_behind"] = {**count_kinds(left), "processes": [f"{p.pid} {p.title[:120]}" for p in left][:20]}
-        # Engine/Ray processes that started meanwhile but never showed under this head: possibly
-        # another user's (not killed, not part of the verdict).
-        report["unattributed_new"] = {**count_kinds(new_elsewhere),
-                                      "processes": [f"{p.pid} {p.title[:120]}" for p in new_elsewhere][:20]}
+        report.update(sweep(list(seen.values()), baseline, t_wall, a.settle_s))
 
-    iterations = read_iterations(metrics_path)
-    m = check_iterations(iterations, planned)
-    logs = "".join(j.text() for j in jobs)
-    m["resume_dropped_rows"] = resume_dropped_rows(logs)
-    m["engine_restarts_total"] = last_value(metrics_path, "engine_restarts_total")
-    m["learner_restarts_total"] = last_value(metrics_path, "learner_restarts_total")
-    m["redone_iterations_total"] = last_value(metrics_path, "redone_iterations_total")
-    m["redone_rows"] = redone_rows(metrics_path)
-    m["learner_restarts_logged"] = learner_restart_lines(logs)
-    report["metrics"] = m
+    report["metrics"] = m = run_metrics(metrics_path, planned, "".join(j.text() for j in jobs))
     report["jobs"] = [{"submission_id": j.submission_id, "outcome": j.outcome, "wall_s": round(j.wall_s, 1),
                        "log": str(j.log)} for j in jobs]
     report["reached_last_iteration"] = m["reached_last"]

@@ -62,7 +62,6 @@ its last number), so a weak model's noise can "pass" prompts with one-digit answ
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -318,13 +317,81 @@ def _vision_of(model: str) -> Any:
         raise DataError(f"--model {model}: {e}") from None
 
 
-def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False) -> Any:
-    """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`).
-    Accepts both constructor forms the adapter has had: `Scorer(VerifierConfig)` and the earlier
-    `Scorer(num_workers=, timeout_s=)` (which always required </think>)."""
-    if "num_workers" in inspect.signature(Scorer).parameters:
-        return Scorer(num_workers=num_workers, timeout_s=timeout_s)
+def make_scorer(num_workers: int, timeout_s: float, require_think: bool = False) -> Scorer:
+    """An `rl.scoring.Scorer` (a verifier pool; the verifier is chosen per row by `row.verifier`)."""
     return Scorer(VerifierConfig(num_workers=num_workers, timeout_s=timeout_s, require_think=require_think))
+
+
+def _usable_rows(good: list, bad: list, tagger: Tagger, args: argparse.Namespace) -> list:
+    """The rows that can be tagged; each other one goes into `bad` with its reason. Image rows and a
+    text-only --model stop here, before any engine starts, unless --on-bad-row skip."""
+    vision = tagger.vision
+    with_images = [(where, row) for where, row in good if row.has_images()]
+    if with_images and vision is None and args.on_bad_row == "fail":
+        where, row = with_images[0]
+        raise DataError(f"{where}: row {row.id!r} has images, but --model {args.model} is a text-only checkpoint "
+                        f"(no vision_config in its config.json); {len(with_images)} of {len(good)} rows have images. "
+                        "Tag them with a vision-language checkpoint, or pass --on-bad-row skip to tag the text rows only")
+    usable = []
+    for where, row in good:
+        n_images = len(row.images())
+        if n_images and vision is None:
+            bad.append(BadRow(where, f"row has {n_images} image(s) but --model is a text-only checkpoint"))
+            continue
+        if n_images > args.limit_images_per_prompt:
+            bad.append(BadRow(where, f"{n_images} images, over --limit-images-per-prompt {args.limit_images_per_prompt}"))
+            continue
+        # Token ids are only measured here (keeping them would cost GBs on large sets); each chunk
+        # encodes its rows again (and decodes their images again).
+        try:
+            longest = tagger.encode_row(row).longest()
+        except ValueError as e:
+            if not n_images:
+                raise
+            bad.append(BadRow(where, str(e)))  # placeholders and images do not pair up
+            continue
+        if longest >= args.max_model_len:
+            bad.append(BadRow(where, f"prompt takes {longest} tokens (counting its answer-only / classifier "
+                                     f"versions); --max-model-len {args.max_model_len} leaves no room for a response"))
+        elif row.verifier not in KINDS:
+            bad.append(BadRow(where, f"unknown verifier {row.verifier!r} (one of {', '.join(KINDS)})"))
+        else:
+            usable.append(row)
+    return usable
+
+
+def _write_sidecar(out: Path, s: TagSettings, fm: FieldMap, **extra: Any) -> None:
+    """`<output>.tag.json`: the settings and field map the output was tagged with (and `extra`)."""
+    _sidecar(out).write_text(json.dumps({"settings": s.to_json(), "fields": fm.__dict__, **extra}, indent=1) + "\n")
+
+
+def _start_backend(args: argparse.Namespace) -> Backend:
+    """The engines the flags describe."""
+    ecfg = EngineConfig(
+        model=args.model, dtype=args.dtype, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
+        gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
+        seed=args.seed, max_num_seqs=args.max_num_seqs, cpu_threads=args.cpu_threads,
+        limit_images_per_prompt=args.limit_images_per_prompt,
+    )
+    return Backend(ecfg, args.engines, ray_address=args.ray_address, cpus_per_engine=args.cpus_per_engine,
+                   gpus_per_engine=args.gpus_per_engine, timeout_s=args.engine_timeout)
+
+
+def _tag_chunks(tagger: Tagger, todo: list[list], output: TagOutput, stats: RunStats, drop_guessable: bool,
+                progress: _Progress) -> None:
+    """Tag each chunk and append its rows (guessable ones apart with `drop_guessable`) as it finishes."""
+    t_start = time.perf_counter()
+    for chunk in todo:
+        rows_out, timing = tagger.tag(chunk)
+        keep = [r for r in rows_out if not (drop_guessable and r["metadata"].get("guessable"))]
+        drop = [r for r in rows_out if drop_guessable and r["metadata"].get("guessable")]
+        output.append(keep, drop)
+        stats.tagged_now += len(rows_out)
+        stats.generate_s += timing.generate_s
+        stats.verify_s += timing.verify_s
+        stats.other_s += timing.other_s
+        stats.tag_wall_s = time.perf_counter() - t_start
+        progress.advance(len(rows_out))
 
 
 def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
@@ -348,39 +415,8 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     s = _settings(args, tok, [r.domain for r in rules])
     if s.domain_fallback == "model" and not s.domain_labels:
         raise DataError("--domain-fallback model needs labels (--domain-labels or a rule set)")
-    vision = _vision_of(args.model)
-    with_images = [(where, row) for where, row in good if row.has_images()]
-    if with_images and vision is None and args.on_bad_row == "fail":
-        where, row = with_images[0]
-        raise DataError(f"{where}: row {row.id!r} has images, but --model {args.model} is a text-only checkpoint "
-                        f"(no vision_config in its config.json); {len(with_images)} of {len(good)} rows have images. "
-                        "Tag them with a vision-language checkpoint, or pass --on-bad-row skip to tag the text rows only")
-    tagger = Tagger(None, None, tok, s, rules, vision)
-    usable = []
-    for where, row in good:
-        n_images = len(row.images())
-        if n_images and vision is None:
-            bad.append(BadRow(where, f"row has {n_images} image(s) but --model is a text-only checkpoint"))
-            continue
-        if n_images > args.limit_images_per_prompt:
-            bad.append(BadRow(where, f"{n_images} images, over --limit-images-per-prompt {args.limit_images_per_prompt}"))
-            continue
-        # Token ids are only measured here (keeping them would cost GBs on large sets); each chunk
-        # encodes its rows again (and decodes their images again).
-        try:
-            longest = tagger.encode_row(row).longest()
-        except ValueError as e:
-            if not n_images:
-                raise
-            bad.append(BadRow(where, str(e)))  # placeholders and images do not pair up
-            continue
-        if longest >= s.max_model_len:
-            bad.append(BadRow(where, f"prompt takes {longest} tokens (counting its answer-only / classifier "
-                                     f"versions); --max-model-len {s.max_model_len} leaves no room for a response"))
-        elif row.verifier not in KINDS:
-            bad.append(BadRow(where, f"unknown verifier {row.verifier!r} (one of {', '.join(KINDS)})"))
-        else:
-            usable.append(row)
+    tagger = Tagger(None, None, tok, s, rules, _vision_of(args.model))
+    usable = _usable_rows(good, bad, tagger, args)
     stats.bad_rows = len(bad)
     if bad:
         _report_bad(bad)
@@ -399,7 +435,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     output = TagOutput(out, _dropped_path(out) if args.drop_guessable else None, overwrite=args.overwrite)
     kept, dropped = output.load_done()
     done = {r["id"] for r in kept + dropped}
-    _sidecar(out).write_text(json.dumps({"settings": s.to_json(), "fields": fm.__dict__}, indent=1) + "\n")
+    _write_sidecar(out, s, fm)
 
     cs = args.chunk_size
     # Chunks are fixed slices of the input order, so a resumed run batches the same prompts
@@ -412,31 +448,13 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         own_backend = backend is None
         if own_backend:
-            ecfg = EngineConfig(
-                model=args.model, dtype=args.dtype, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
-                gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-                seed=args.seed, max_num_seqs=args.max_num_seqs, cpu_threads=args.cpu_threads,
-                limit_images_per_prompt=args.limit_images_per_prompt,
-            )
-            backend = Backend(ecfg, args.engines, ray_address=args.ray_address, cpus_per_engine=args.cpus_per_engine,
-                              gpus_per_engine=args.gpus_per_engine, timeout_s=args.engine_timeout)
+            backend = _start_backend(args)
         stats.engine_start_s = time.perf_counter() - t0
         progress = _Progress(sum(len(c) for c in todo), err, not args.no_progress)
         try:
             with make_scorer(args.verify_workers, args.verify_timeout, s.require_think) as scorer:
                 tagger.backend, tagger.scorer = backend, scorer
-                t_start = time.perf_counter()
-                for chunk in todo:
-                    rows_out, timing = tagger.tag(chunk)
-                    keep = [r for r in rows_out if not (args.drop_guessable and r["metadata"].get("guessable"))]
-                    drop = [r for r in rows_out if args.drop_guessable and r["metadata"].get("guessable")]
-                    output.append(keep, drop)
-                    stats.tagged_now += len(rows_out)
-                    stats.generate_s += timing.generate_s
-                    stats.verify_s += timing.verify_s
-                    stats.other_s += timing.other_s
-                    stats.tag_wall_s = time.perf_counter() - t_start
-                    progress.advance(len(rows_out))
+                _tag_chunks(tagger, todo, output, stats, args.drop_guessable, progress)
         finally:
             progress.close()
             if own_backend:
@@ -445,8 +463,7 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     kept, dropped = output.read_all()
     summary = summarize(kept, dropped, s, stats)
     print_summary(summary, Console())
-    _sidecar(out).write_text(json.dumps({"settings": s.to_json(), "fields": fm.__dict__, "summary": summary},
-                                        indent=1) + "\n")
+    _write_sidecar(out, s, fm, summary=summary)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=1) + "\n")
     return summary

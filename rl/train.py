@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs it)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,8 +59,8 @@ if __package__ in (None, ""):  # `python rl/train.py` (how `ray job submit` runs
 import ray
 
 from prompts.schema import load_prompt_rows
-from rl.checkpoint import (TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint,
-                           prepare_run_dir, restore_driver, save_trainer_state)
+from rl.checkpoint import (ResumePoint, TrainerState, begin_checkpoint, checkpoint_due, commit_checkpoint,
+                           latest_checkpoint, prepare_run_dir, restore_driver, save_trainer_state)
 from rl.config import RLConfig
 from rl.configio import dump_config, load_config
 from rl.evaluate import evaluate
@@ -69,7 +70,8 @@ from rl.metrics import RUN_LOGS, RunLogger
 from rl.modeling import load_tokenizer
 from rl.ray_loopback import init_local_cluster, keep_loopback_for
 from rl.rollout_stats import sample_records, skip_message
-from rl.sampling import build_sampler
+from rl.partial import ReplayBuffer
+from rl.sampling import PromptSampler, build_sampler
 from rl.scoring import Scorer
 from rl.steps import (Prompts, RunCounters, compute_rewards, learner_record, replay_buffer, rollout_step, step_metrics,
                       update)
@@ -203,6 +205,66 @@ def start_actors(cfg: RLConfig, run: RunActors, run_dir: Path, policy: str, ckpt
     return engines, learners
 
 
+def load_data(cfg: RLConfig) -> tuple[PromptSampler, Prompts, list, Any, Any, str]:
+    """The training prompts' sampler and their encoding for the policy, the eval rows, the tokenizer,
+    the image I/O (None: a text-only policy) and "image" or "text"; all checked before any actor starts."""
+    px = cfg.data.max_image_pixels
+    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
+    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
+    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
+    tokenizer = load_tokenizer(cfg.policy)
+    vision = load_vision(cfg.policy)
+    modality = "image" if any(r.has_images() for r in rows) else "text"
+    if modality == "image" and vision is None:
+        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
+    return sampler, Prompts.encode(rows, tokenizer, vision), eval_rows, tokenizer, vision, modality
+
+
+def open_run_dir(cfg: RLConfig, run_dir: Path, resume: bool,
+                 image_prompts: bool) -> tuple[ResumePoint, ReplayBuffer | None, RunLogger]:
+    """A new run refuses a used run directory; `resume` cuts its logs back to the latest checkpoint.
+    The resume point, the partial rollouts' replay buffer (None: off) and the run's logger."""
+    point = prepare_run_dir(run_dir, resume)
+    buf = replay_buffer(cfg, point.state, image_prompts)
+    if resume:
+        print(point.describe(), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    return point, buf, RunLogger(run_dir, cfg.tensorboard, append=resume,
+                                 purge_step=point.start_iteration if resume else None)
+
+
+def sync_weights(engines: EngineGroup, learners: LearnerGroup) -> float:
+    """Step 6, timed in seconds: learner rank 0 -> object store -> every engine (bucketed, in place), in
+    the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)."""
+    t = time.perf_counter()
+    with learners.guard():  # a rank that dies while exporting is a learner death
+        engines.sync_weights()
+    return time.perf_counter() - t
+
+
+def out_of_time(budget_s: float | None, elapsed_s: float, iteration_s: float, last_eval: dict | None) -> bool:
+    """Whether another iteration (and its eval, as long as the last one) would overrun the budget."""
+    eval_s = (last_eval or {}).get("wall_s", 0.0)
+    return budget_s is not None and elapsed_s + iteration_s + eval_s > budget_s
+
+
+def restart_learners(death: LearnerDied, it: int, cfg: RLConfig, run_dir: Path, learners: LearnerGroup,
+                     engines: EngineGroup, sampler: PromptSampler, counters: RunCounters,
+                     initial: TrainerState) -> ResumePoint:
+    """Back to the latest complete checkpoint (`initial` before the first) as --resume would go, in this
+    process: logs cut, learner ranks restarted (their weights to the engines), sampler, RNG, counters restored."""
+    back = prepare_run_dir(run_dir, resume=True, initial=initial)
+    learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
+    restore_driver(back.state, sampler)
+    redo = range(back.start_iteration, it + 1)
+    counters.rewound(back.state, it, redo)
+    print(restart_message(death, it, back.checkpoint, cfg.policy, redo), flush=True)
+    for line in back.log_changes():
+        print(line, flush=True)
+    return back
+
+
 def held_out_eval(cfg: RLConfig, generate, tokenizer, eval_rows: list, scorer: Scorer, vision,
                   iteration: int) -> dict:
     """The held-out eval (pass@1, pass@k) of the engines' current policy, printed and as a dict."""
@@ -257,39 +319,20 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
     # -- config, data, sampler (all validated before any actor starts) ---------------------
     cfg = resolve_paths(load_config(RLConfig, args.config, args.set), args.base_dir)
     run_dir = Path(cfg.output_dir) / cfg.run_name
-    px = cfg.data.max_image_pixels
-    rows = load_prompt_rows(cfg.data.train_file, max_image_pixels=px)
-    eval_rows = load_prompt_rows(cfg.data.eval_file, max_image_pixels=px)[: cfg.eval.num_prompts] if cfg.data.eval_file else []
-    sampler = build_sampler(cfg.sampler, rows, seed=cfg.seed)
-    tokenizer = load_tokenizer(cfg.policy)
-    vision = load_vision(cfg.policy)
-    modality = "image" if any(r.has_images() for r in rows) else "text"
-    if modality == "image" and vision is None:
-        raise ValueError(f"{cfg.data.train_file} has image prompts but policy {cfg.policy} is text-only")
-    prompts = Prompts.encode(rows, tokenizer, vision)
+    sampler, prompts, eval_rows, tokenizer, vision, modality = load_data(cfg)
 
-    # A new run refuses a used run directory; --resume cuts its logs back to the latest checkpoint.
-    resume = prepare_run_dir(run_dir, args.resume)
+    resume, buf, logger = open_run_dir(cfg, run_dir, args.resume, modality == "image")
     ckpt, state, start_iter = resume.checkpoint, resume.state, resume.start_iteration
-    policy = resume.policy(cfg.policy)
-    buf = replay_buffer(cfg, state, modality == "image")  # partial rollouts' unfinished trajectories (None: off)
-    if args.resume:
-        print(resume.describe(), flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, cfg.tensorboard, append=args.resume, purge_step=start_iter if args.resume else None)
 
     # -- actors: engines, learner ranks, verifier pool -------------------------------------
     connect_ray(cfg)
-    engines, learners = start_actors(cfg, run, run_dir, policy, ckpt, start_iter)
+    engines, learners = start_actors(cfg, run, run_dir, resume.policy(cfg.policy), ckpt, start_iter)
     scorer = run.scorer = Scorer(cfg.reward)
     generate = engines.generate  # an engine that dies is replaced and its requests generated again
-
     run_eval = partial(held_out_eval, cfg, generate, tokenizer, eval_rows, scorer, vision)
 
     t_start = time.perf_counter() - (state.wall_s if state else 0.0)
-    start_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
-    last_eval, last_iter_s = start_eval, 0.0
+    start_eval = last_eval = (state.start_eval if state else None) or (run_eval(start_iter) if eval_rows else None)
     counters = RunCounters.from_state(state)
     restore_driver(state, sampler)  # sampler and driver RNG as the checkpoint left them
     # What a learner restart before the first checkpoint goes back to: the run as it is now.
@@ -313,20 +356,12 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
             ls = update(cfg, learners, prompts, ro, rw, learner_record(run_dir, cfg, it))  # 5. -> learner ranks
             times = ro.times
             times["time_learn_s"] = ls.time_learn_s
-
-            # 6. weight sync: learner rank 0 -> object store -> every engine (bucketed, in place), in
-            # the engine's dtype (bf16-rounded weights in an fp32 engine would be a different policy)
-            t = time.perf_counter()
-            with learners.guard():  # a rank that dies while exporting is a learner death
-                engines.sync_weights()
-            times["time_sync_s"] = times["weight_sync_s"] = time.perf_counter() - t
+            times["time_sync_s"] = times["weight_sync_s"] = sync_weights(engines, learners)  # 6. -> engines
 
             # 7. eval, checkpoint, metrics
-            elapsed = time.perf_counter() - t_start
-            last_iter_s = time.perf_counter() - t_iter
-            eval_s = (last_eval or {}).get("wall_s", 0.0)
-            out_of_time = cfg.time_budget_s is not None and elapsed + last_iter_s + eval_s > cfg.time_budget_s
-            is_last = it == cfg.iterations - 1 or out_of_time
+            time_up = out_of_time(cfg.time_budget_s, time.perf_counter() - t_start, time.perf_counter() - t_iter,
+                                  last_eval)
+            is_last = it == cfg.iterations - 1 or time_up
             eval_now = None
             if eval_rows and (is_last or (cfg.eval.every and (it + 1) % cfg.eval.every == 0)):
                 t = time.perf_counter()
@@ -347,24 +382,15 @@ def train(argv: list[str] | None, run: RunActors) -> dict:
                 last_ckpt_t = time.perf_counter()
             learners.finished(it)
         except LearnerDied as death:
-            # Back to the latest complete checkpoint, as --resume would go, without a new process.
             logger.close()  # the logs are cut back to the checkpoint, then reopened
-            back = prepare_run_dir(run_dir, resume=True, initial=initial)
-            learners.restart(death, it, back.policy(cfg.policy), back.checkpoint, then=engines.sync_weights)
-            restore_driver(back.state, sampler)
+            back = restart_learners(death, it, cfg, run_dir, learners, engines, sampler, counters, initial)
             buf = replay_buffer(cfg, back.state, modality == "image")
-            t_start = time.perf_counter() - back.state.wall_s
-            last_eval, last_iter_s = start_eval, 0.0
+            t_start, last_eval = time.perf_counter() - back.state.wall_s, start_eval
             logger = RunLogger(run_dir, cfg.tensorboard, append=True, purge_step=back.start_iteration)
-            redo = range(back.start_iteration, it + 1)
-            counters.rewound(back.state, it, redo)
-            print(restart_message(death, it, back.checkpoint, cfg.policy, redo), flush=True)
-            for line in back.log_changes():
-                print(line, flush=True)
             last_ckpt_t = time.perf_counter()
             iterations.rewind(back.start_iteration)
             continue
-        if out_of_time:
+        if time_up:
             print(f"time budget of {cfg.time_budget_s:.0f}s reached after iteration {it}")
             break
 

@@ -5,7 +5,7 @@
     thinkrl-dashboard RUN_DIR --screenshot docs/dashboard.png     # PNG via headless Chromium
 
 Modules: `data` reads run directories incrementally (tolerating a run that is still writing),
-`server` serves the page and its JSON API (stdlib only), `page` / `app_js` are the page itself,
+`server` serves the page and its JSON API (stdlib only), `page` / `app.js` are the page itself,
 `browser` drives headless Chromium for screenshots and tests, `cli` is the command line.
 TensorBoard / W&B logging is the trainer's job; this reads the same run directory beside them.
 """

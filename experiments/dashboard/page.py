@@ -27,9 +27,14 @@ import secrets
 import string
 from typing import Any
 
-from experiments.dashboard.app_js import APP_JS
+from rl.rewards.scores import CORRECT_THRESHOLD
 
 PLOTLY_ROUTE = "plotly.min.js"
+
+# The page's script, app.js beside this file (package data), with its threshold placeholder filled.
+APP_JS = (importlib.resources.files(__package__) / "app.js").read_text(encoding="utf-8").replace(
+    "__CORRECT_THRESHOLD__", repr(CORRECT_THRESHOLD)
+)
 
 
 @functools.lru_cache(maxsize=1)

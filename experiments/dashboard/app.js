@@ -1,15 +1,11 @@
-"""The page's script (kept as a Python string so it ships inside the package without
-package-data configuration). It builds every panel from the boot JSON, then, when live,
-polls `api/data` for appended metric rows and `api/samples` for the rollout browser.
-
-Conventions: run data only ever reaches the DOM through `textContent` (see `el`); colours are
-per run and consistent across panels; metrics are distinguished by dash style; a repeated
-iteration (a run resumed from a checkpoint) is plotted once, with its last-written values.
-"""
-
-from rl.rewards.scores import CORRECT_THRESHOLD
-
-APP_JS = r"""
+// The dashboard page's script. experiments/dashboard/page.py inlines it into the page, filling in
+// the CORRECT_THRESHOLD placeholder below from rl.rewards.scores (the one definition of correct).
+// It builds every panel from the boot JSON, then, when live, polls `api/data` for appended
+// metric rows and `api/samples` for the rollout browser.
+//
+// Conventions: run data only ever reaches the DOM through `textContent` (see `el`); colours are
+// per run and consistent across panels; metrics are distinguished by dash style; a repeated
+// iteration (a run resumed from a checkpoint) is plotted once, with its last-written values.
 (function () {
 'use strict';
 const CORRECT_THRESHOLD = __CORRECT_THRESHOLD__;  // rl.rewards.scores: the one definition of correct
@@ -468,4 +464,3 @@ render().then(() => {
   }
 });
 })();
-""".replace("__CORRECT_THRESHOLD__", repr(CORRECT_THRESHOLD))
