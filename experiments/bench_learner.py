@@ -15,7 +15,8 @@ Replays one recorded learner call (an RL run with `learner.record_iterations: N`
    objects is pickle 5), timed here without a cluster.
 
 `ratio` = learner tokens/s / raw tokens/s, both counting the real (unpadded) tokens of the trained
-micro-batches. With `--idle-engine` a vLLM engine of the config's `rollout.engine` is started
+micro-batches; the two run alternately (`--repeats` pairs) and `ratio` is the median of the pairs'
+ratios, since a CPU's speed drifts by ~10 % within a minute. With `--idle-engine` a vLLM engine of the config's `rollout.engine` is started
 and used for one generate before the timings, and left idle during them, as in a run.
 
     python -m experiments.bench_learner --config experiments/configs/rl_demo.yaml \\
@@ -166,6 +167,9 @@ def serialization_s(minibatches: list[list[Episode]], repeats: int = 5) -> dict:
 
 
 def bench(cfg: RLConfig, call: LearnerCall, repeats: int) -> dict:
+    """The learner and the raw loop, each warmed up once, then `repeats` pairs run alternately
+    (learner, raw, learner, raw, ...): a CPU's speed drifts by ~10 % within a minute (BENCHMARKS.md),
+    so each pair's ratio compares runs seconds apart. `ratio` is the median of the pairs'."""
     lc = cfg.learner
     threads = lc.threads or 1
     single = replace(call, per_rank=[one_rank(call)])
@@ -175,23 +179,25 @@ def bench(cfg: RLConfig, call: LearnerCall, repeats: int) -> dict:
     # lc.row_tokens: RLConfig fills it in (prompt + response budget) when the file leaves it out
     learner.setup(cfg.policy, lc.deepspeed, 0, 1, f"127.0.0.1:{free_port()}", lc.tokens_per_microbatch,
                   lc.row_tokens, cfg.seed, short_row_tokens=lc.short_row_tokens)
-    learner.train_iteration(*single.args(0))  # warm-up: first-call allocations, optimizer state
-    runs = [learner.train_iteration(*single.args(0)) for _ in range(repeats)]
-    bf16 = learner.bf16  # what DeepSpeed was built with (deepspeed.bf16 "auto" resolved)
-    device = learner.device
-    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del learner
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
+    bf16, device = learner.bf16, learner.device  # bf16: DeepSpeed's resolution of deepspeed.bf16 "auto"
     model = load_policy(cfg.policy).to(device, torch.bfloat16 if bf16 else torch.float32)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lc.deepspeed.lr)
     micro = [pack_groups(eps, lc.tokens_per_microbatch, lc.row_tokens, lc.short_row_tokens, device=device)
              for eps in mbs if eps]
-    raw_iteration(model, opt, micro)  # warm-up
-    raw = [raw_iteration(model, opt, micro) for _ in range(repeats)]
+
+    def learner_iteration() -> dict:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        out = learner.train_iteration(*single.args(0))
+        out["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        return out
+
+    learner_iteration(), raw_iteration(model, opt, micro)  # warm-up: first-call allocations, optimizer state
+    runs, raw = [], []
+    for _ in range(repeats):
+        runs.append(learner_iteration())
+        raw.append(raw_iteration(model, opt, micro))
 
     med = statistics.median
     learn_s, raw_s = med(r["seconds"] for r in runs), med(s for s, _ in raw)
@@ -200,15 +206,17 @@ def bench(cfg: RLConfig, call: LearnerCall, repeats: int) -> dict:
         raise AssertionError(f"learner trained {tokens} tokens, the raw loop {raw[0][1]}: not the same batches")
     phases = {k.removeprefix("learner_").removesuffix("_s"): med(r[k] for r in runs)
               for k in runs[0] if k.startswith("learner_")}
+    ratios = [s / r["seconds"] for (s, _), r in zip(raw, runs)]
     return {
-        "device": str(device), "learner_peak_gpu_gib": peak_gib, "threads": threads, "bf16": bf16, "zero_stage": lc.deepspeed.zero_stage, "tokens": tokens,
+        "device": str(device), "learner_peak_gpu_gib": runs[0]["peak_gpu_gib"], "threads": threads, "bf16": bf16,
+        "zero_stage": lc.deepspeed.zero_stage, "tokens": tokens,
         "sequences": sum(len(e) for e in mbs), "minibatches": len(mbs),
         "micro_batches": sum(len(m) for m in micro), "rows": sum(int(b.input_ids.shape[0]) for m in micro for b in m),
         "padded_tokens": sum(int(b.input_ids.numel()) for m in micro for b in m),
         "learner_s": learn_s, "learner_s_all": [r["seconds"] for r in runs], "learner_tokens_per_s": tokens / learn_s,
         "learner_phases_s": phases, "learner_unaccounted_s": learn_s - sum(phases.values()),
         "raw_s": raw_s, "raw_s_all": [s for s, _ in raw], "raw_tokens_per_s": tokens / raw_s,
-        "ratio": raw_s / learn_s, "serialization": serialization_s(mbs),
+        "ratio": med(ratios), "ratio_all": ratios, "serialization": serialization_s(mbs),
     }
 
 
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--policy", help="default: the config's policy")
     ap.add_argument("--build-policy", choices=["qwen2-0.5b"],
                     help="build the random-weight 507M Qwen2 (experiments.tiny_model.QWEN2_05B_LAYERS) and use it")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="learner/raw pairs, run alternately")
     ap.add_argument("--idle-engine", action="store_true", help="keep an idle vLLM engine alive meanwhile")
     ap.add_argument("--out", help="write the result as JSON here")
     args = ap.parse_args(argv)
@@ -261,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
     ph = " ".join(f"{k} {v:.2f}" for k, v in result["learner_phases_s"].items())
     print(f"learner {result['learner_tokens_per_s']:.0f} tok/s ({result['learner_s']:.2f} s: {ph}, other "
           f"{result['learner_unaccounted_s']:.2f}) | raw torch {result['raw_tokens_per_s']:.0f} tok/s "
-          f"({result['raw_s']:.2f} s) | ratio {result['ratio']:.2f} | {result['tokens']} tokens, "
+          f"({result['raw_s']:.2f} s) | ratio {result['ratio']:.2f} (pairs {min(result['ratio_all']):.2f}-"
+          f"{max(result['ratio_all']):.2f}) | {result['tokens']} tokens, "
           f"{result['micro_batches']} micro-batches | pickle there and back {result['serialization']['seconds']:.3f} s")
     if "mfu" in result:
         m = result["mfu"]
