@@ -332,6 +332,27 @@ def test_requests_with_their_own_n_and_max_tokens_are_seeded_by_the_samples_befo
     assert sample_offsets([[1], [2], GenRequest([3])], 4) == [0, 4, 8]  # all at the call's n: i * n
 
 
+def test_a_request_with_its_own_seed_temperature_and_top_p_keeps_them(monkeypatch):
+    """The tagging CLI's requests: each carries its own seed, used as is (not offset by the samples
+    before it, so its samples do not depend on its place in the call), and its own temperature and
+    top_p; a request without them keeps the call's, seeded as before."""
+    import sys
+
+    params = []
+    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: params.append(kw) or kw, TokensPrompt=dict)
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    engine = VLLMEngine.__new__(VLLMEngine)
+    engine.cfg, engine.vision = EngineConfig(model="tiny"), None
+    engine._llm = SimpleNamespace(generate=lambda prompts, sps, use_tqdm: [])
+    reqs = [GenRequest([1], n=2, seed=7, temperature=0.0, top_p=0.5), [2], GenRequest([3], n=3, seed=7)]
+    engine.generate(reqs, SamplingConfig(n=4, max_tokens=8, seed=100, temperature=1.0, top_p=0.9))
+    got = [(p["n"], p["seed"], p["temperature"], p["top_p"]) for p in params]
+    assert got == [(2, 7, 0.0, 0.5), (4, 102, 1.0, 0.9), (3, 7, 1.0, 0.9)]
+    params.clear()
+    engine.generate(reqs[::-1], SamplingConfig(n=4))  # another order, and a call without a seed
+    assert [p["seed"] for p in params] == [7, None, 7]
+
+
 def seed_echo_per_request(self, requests, sampling):
     """seed_echo for requests with their own n (rollout.engine.sample_offsets)."""
     offsets = sample_offsets(requests, sampling.n)
