@@ -212,14 +212,15 @@ class Tagger:
         images = [row_images(r) if r.has_images() else [] for r in rows]  # one list per row: pickled once
         enc = [self.encode_row(r, ims) for r, ims in zip(rows, images)]
         budget = s.max_model_len
+        # Row i's sample job, then its guess job (per = 2), so that engines splitting the call into
+        # contiguous shards of equal request counts (EngineGroup) get equal shares of both kinds.
+        per = 2 if s.guess_tries > 0 else 1
         jobs: list[GenRequest] = []
         for row, e, ims in zip(rows, enc, images):
             jobs.append(GenRequest(list(e.sample), ims, n=s.samples,
                                    max_tokens=min(s.max_tokens, budget - e.sample_len()), temperature=s.temperature,
                                    top_p=s.top_p, seed=derive_seed(s.seed, row.id, "sample")))
-        guess_at = len(jobs)
-        if s.guess_tries > 0:
-            for row, e, ims in zip(rows, enc, images):
+            if per == 2:
                 jobs.append(GenRequest(list(e.guess), ims, n=s.guess_tries,
                                        max_tokens=min(s.guess_max_tokens, budget - e.guess_len()),
                                        temperature=s.guess_temperature, top_p=1.0,
@@ -243,35 +244,34 @@ class Tagger:
         texts: list[str] = []
         finish: list[str] = []
         for j in range(classify_at):
-            row = rows[j if j < guess_at else j - guess_at]
-            prefix = s.guess_prefill if j >= guess_at else ""
+            prefix = s.guess_prefill if j % per else ""
             for smp in outs[j]:
-                score_rows.append(row)
+                score_rows.append(rows[j // per])
                 texts.append(prefix + smp.text)
                 finish.append(smp.finish_reason)
-        scores = self.scorer.score(score_rows, texts, finish)  # a sample cut at max_tokens scores 0
+        flat = self.scorer.score(score_rows, texts, finish)  # a sample cut at max_tokens scores 0
+        scores, pos = [], 0  # one list per job
+        for j in range(classify_at):
+            scores.append(flat[pos : pos + len(outs[j])])
+            pos += len(outs[j])
         t.verify_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        result, pos = [], 0
+        result = []
         for i, row in enumerate(rows):
-            n = len(outs[i])
-            hits = sum(is_correct(x) for x in scores[pos : pos + n])
-            pos += n
+            smp, sc = outs[i * per], scores[i * per]
+            n = len(smp)
             meta = dict(row.metadata)
             meta["num_samples"] = n
-            meta["response_len_mean"] = round(sum(len(x.token_ids) for x in outs[i]) / max(1, n), 3)
-            meta["num_truncated"] = sum(x.finish_reason == "length" for x in outs[i])
-            ok_len = [len(x.token_ids) for x, sc in zip(outs[i], scores[pos - n : pos]) if is_correct(sc)]
+            meta["response_len_mean"] = round(sum(len(x.token_ids) for x in smp) / max(1, n), 3)
+            meta["num_truncated"] = sum(x.finish_reason == "length" for x in smp)
+            ok_len = [len(x.token_ids) for x, c in zip(smp, sc) if is_correct(c)]
             meta["correct_len_mean"] = round(sum(ok_len) / len(ok_len), 3) if ok_len else None
             meta["correct_len_p90"] = round(percentile(ok_len, 90), 3) if ok_len else None
-            result.append((row, hits / max(1, n), meta))
-        if s.guess_tries > 0:
-            for i, (row, _, meta) in enumerate(result):
-                n = len(outs[guess_at + i])
-                g = sum(is_correct(x) for x in scores[pos : pos + n])
-                pos += n
-                meta.update(guess_tries=n, guess_hits=g, guessable=g >= s.guess_min_hits)
+            if per == 2:
+                g = sum(is_correct(x) for x in scores[i * per + 1])
+                meta.update(guess_tries=len(outs[i * per + 1]), guess_hits=g, guessable=g >= s.guess_min_hits)
+            result.append((row, sum(is_correct(x) for x in sc) / max(1, n), meta))
         for j, i in enumerate(classify):
             label = parse_label(outs[classify_at + j][0].text, labels)
             domains[i] = (label, "model") if label else (None, "")

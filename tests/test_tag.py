@@ -302,6 +302,8 @@ def test_resume_after_a_crash_and_a_torn_line(tmp_path, tokdir):
     summary = tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=fake)
     assert summary["this_run"]["already_done"] == 7 and summary["this_run"]["tagged"] == 16
     assert len(fake.jobs_seen) == 2 * 16  # sample + guess job for the 16 left, nothing redone
+    # each row's sample job, then its guess job: an EngineGroup's equal-count shards get both kinds
+    assert [j.n for j in fake.jobs_seen[:4]] == [10, 8, 10, 8]
     assert part.read_bytes() == full.read_bytes()
     again = FakeBackend(_tok(tokdir))
     tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=again)

@@ -117,19 +117,19 @@ def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
     # response budget counted from the expanded prompt.
     vision = load_vision(vlm)
     assert len(rec.jobs) == 2 * len(IDS)  # no model classification: every row has a domain
-    assert [len(x) for x in rec.samples] == [K] * len(IDS) + [GUESSES] * len(IDS)
+    assert [len(x) for x in rec.samples] == [K, GUESSES] * len(IDS)  # each row's sample job, then its guess job
     assert all(x.finish_reason in ("stop", "length") and len(x.token_ids) > 0 for xs in rec.samples for x in xs)
     for j, job in enumerate(rec.jobs):
-        row = mathv_rows[j % len(IDS)]
+        row = mathv_rows[j // 2]
         with Image.open(row.images()[0]) as im:
             size = im.size
         assert [im.size for im in job.images] == [size] and job.images[0].mode == "RGB"
         assert job.prompt_token_ids.count(vision.image_token_id) == 1
         expanded = vision.expanded_len(job.prompt_token_ids, job.images)
         assert expanded == len(job.prompt_token_ids) - 1 + vision.num_tokens(job.images[0])
-        cap = MAX_TOKENS if j < len(IDS) else 32  # --guess-max-tokens default
+        cap = MAX_TOKENS if j % 2 == 0 else 32  # --guess-max-tokens default
         assert job.max_tokens == min(cap, 640 - expanded)
-    guess33 = rec.jobs[len(IDS) + IDS.index("33")]
+    guess33 = rec.jobs[2 * IDS.index("33") + 1]
     assert len(guess33.prompt_token_ids) == 537 and guess33.max_tokens == 640 - 616 == 24  # not 32 = min(32, 640 - 537)
 
     # The choice verifier scores the multiple-choice rows: through the CLI's own scorer, the right
