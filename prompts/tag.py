@@ -5,8 +5,10 @@
 
 For every prompt (details in prompts/tag_core.py):
 
-- k samples (--samples, 10) at --temperature (1.0) through vLLM (--engines N > 1: N engines as
-  Ray actors), each scored by the row's verifier through `rl.scoring.Scorer`;
+- k samples (--samples, 10) at --temperature (1.0) through vLLM (`rollout.engine.VLLMEngine`;
+  --engines N > 1: N engines as Ray actors, prompts sharded over them by
+  `rollout.recovery.EngineGroup`, which replaces an engine that dies), each scored by the row's
+  verifier through `rl.scoring.Scorer`;
 - N answer-only tries (--guess-tries, 8): the question in --guess-template, the assistant turn
   pre-filled with an empty think block, at most --guess-max-tokens (32) tokens;
 - a domain: the row's own, else metadata type/subject/category, else rules or the model.
@@ -66,8 +68,9 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -86,13 +89,13 @@ from prompts.tag_core import (
     summarize,
 )
 from prompts.tag_domain import load_rules
-from prompts.tag_engine import Backend
 from prompts.tag_io import BadRow, FieldMap, TagOutput, load_rows, same_file
+from rl.ray_loopback import init_local_cluster, keep_loopback_for
 from rl.rewards import VerifierConfig
 from rl.rewards.base import KINDS
 from rl.scoring import Scorer
 from rl.vision import load_vision
-from rollout.engine import EngineConfig
+from rollout.engine import EngineConfig, VLLMEngine, make_rollout_actor
 
 _OUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -365,16 +368,41 @@ def _write_sidecar(out: Path, s: TagSettings, fm: FieldMap, **extra: Any) -> Non
     _sidecar(out).write_text(json.dumps({"settings": s.to_json(), "fields": fm.__dict__, **extra}, indent=1) + "\n")
 
 
-def _start_backend(args: argparse.Namespace) -> Backend:
-    """The engines the flags describe."""
-    ecfg = EngineConfig(
+@contextmanager
+def open_engines(args: argparse.Namespace) -> Iterator[Any]:
+    """The engines the flags describe: one `VLLMEngine` in this process (--engines 1), or an
+    `EngineGroup` of --engines Ray actors (on --ray-address, else a new local cluster, shut down
+    after). Each engine is closed on the way out, its EngineCore included."""
+    cfg = EngineConfig(
         model=args.model, dtype=args.dtype, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
         gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
         seed=args.seed, max_num_seqs=args.max_num_seqs, cpu_threads=args.cpu_threads,
         limit_images_per_prompt=args.limit_images_per_prompt,
     )
-    return Backend(ecfg, args.engines, ray_address=args.ray_address, cpus_per_engine=args.cpus_per_engine,
-                   gpus_per_engine=args.gpus_per_engine, timeout_s=args.engine_timeout)
+    if args.engines <= 1:
+        with VLLMEngine(cfg) as engine:
+            yield engine
+        return
+    import ray  # Ray takes seconds to import; in-process runs never need it
+
+    from rollout.recovery import EngineGroup  # imports Ray
+
+    own_ray = not ray.is_initialized()
+    if own_ray and args.ray_address:
+        keep_loopback_for(args.ray_address)
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    elif own_ray:
+        init_local_cluster(None)
+    group = EngineGroup(make_rollout_actor(args.cpus_per_engine, args.gpus_per_engine), [cfg] * args.engines,
+                        args.engine_timeout)
+    try:
+        group.start()
+        group.ready()
+        yield group
+    finally:
+        group.close()
+        if own_ray:
+            ray.shutdown()
 
 
 def _tag_chunks(tagger: Tagger, todo: list[list], output: TagOutput, stats: RunStats, drop_guessable: bool,
@@ -396,8 +424,9 @@ def _tag_chunks(tagger: Tagger, todo: list[list], output: TagOutput, stats: RunS
 
 def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     """Tag `args.input` into `args.output` and return the summary. `backend` (anything with
-    `generate(jobs) -> samples per job`, e.g. a `prompts.tag_engine.Backend` already running in
-    a notebook or a test) replaces the engines the flags describe; it is not closed here."""
+    `generate(requests, SamplingConfig) -> list[Generation]`, e.g. a `VLLMEngine` or an
+    `EngineGroup` already running in a notebook or a test) replaces the engines the flags
+    describe; it is not closed here."""
     from transformers import AutoTokenizer  # transformers takes seconds to import: not for --help or a bad flag
 
     err = Console(stderr=True)
@@ -445,20 +474,16 @@ def run(args: argparse.Namespace, backend: Any = None) -> dict[str, Any]:
     stats.already_done = len(usable) - sum(len(c) for c in todo)
     stats.images = sum(len(r.images()) for c in todo for r in c)
     if todo:
-        t0 = time.perf_counter()
-        own_backend = backend is None
-        if own_backend:
-            backend = _start_backend(args)
-        stats.engine_start_s = time.perf_counter() - t0
-        progress = _Progress(sum(len(c) for c in todo), err, not args.no_progress)
-        try:
+        with ExitStack() as stack:
+            t0 = time.perf_counter()
+            if backend is None:
+                backend = stack.enter_context(open_engines(args))
+            stats.engine_start_s = time.perf_counter() - t0
+            progress = _Progress(sum(len(c) for c in todo), err, not args.no_progress)
+            stack.callback(progress.close)
             with make_scorer(args.verify_workers, args.verify_timeout, s.require_think) as scorer:
                 tagger.backend, tagger.scorer = backend, scorer
                 _tag_chunks(tagger, todo, output, stats, args.drop_guessable, progress)
-        finally:
-            progress.close()
-            if own_backend:
-                backend.close()
     output.finalize()
     kept, dropped = output.read_all()
     summary = summarize(kept, dropped, s, stats)

@@ -21,13 +21,19 @@ figure stays where it was); the domain classifier sees the question text only (a
 words is what the rules give too, and it keeps the classifier prompt model-agnostic). Length
 checks and response budgets count the expanded prompt (`rl.vision` placeholder expansion).
 
-All of a chunk's generations (samples, guesses, classifications) go to the engine in one call,
-and every job's seed is derived from (run seed, prompt id, purpose), so a prompt's tags do not
-depend on the chunk it falls in.
+All of a chunk's generations (samples, guesses, classifications) go to the engine in one call
+(`rollout.engine.VLLMEngine.generate`, or `rollout.recovery.EngineGroup.generate` over Ray
+engines), each request with its own n, temperature, top_p, max_tokens and seed. The seed is
+derived from (run seed, prompt id, purpose) by `derive_seed`, and vLLM seeds the n samples of a
+request with seed + j, so a prompt's samples depend neither on the chunk it falls in nor on its
+place in the call nor on the engine that runs it (up to batch-dependent float rounding, which
+the CLI sidesteps by always batching the same chunks; see prompts/tag.py). A request the engine
+fails (finish_reason "error") fails the whole chunk: tagging it as a miss would bias the pass rate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import Counter, defaultdict
@@ -40,15 +46,22 @@ from prompts.chat import render_chat
 from prompts.images import row_images
 from prompts.schema import PromptRow
 from prompts.tag_domain import Rule, classifier_messages, known_domain, parse_label, rule_domain
-from prompts.tag_engine import Job, derive_seed
 from rl.length_stats import percentile
 from rl.rewards.scores import is_correct
+from rollout.engine import Generation, GenRequest, SamplingConfig
 
 EXCLUDE_TYPES = ("multiple_choice", "true_false", "proof")
 GUESS_TEMPLATE = (
     "{question}\n\nAnswer immediately with only the final answer in \\boxed{}. Do not show any reasoning."
 )
 EMPTY_THINK = "<think>\n</think>\n"
+_SEED_SPACE = 2**31 - 2**16  # room for seed + j (j < n) without overflowing a signed int32
+
+
+def derive_seed(seed: int, prompt_id: str, purpose: str) -> int:
+    """A per-(run seed, prompt id, purpose) seed, stable across processes and Python versions."""
+    h = hashlib.blake2b(f"{seed}\x00{purpose}\x00{prompt_id}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") % _SEED_SPACE
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,9 @@ class ChunkTiming:
 
 
 class Tagger:
-    """Tags chunks of rows with a generation backend and a `Scorer`."""
+    """Tags chunks of rows with a `Scorer` and a generation backend: anything with
+    `generate(requests, SamplingConfig) -> list[Generation]` (`VLLMEngine`, `EngineGroup`). Every
+    request sets all it samples with, so the call's `SamplingConfig` is never read."""
 
     def __init__(self, backend: Any, scorer: Any, tokenizer: Any, s: TagSettings, rules: list[Rule],
                  vision: Any = None):
@@ -194,30 +209,34 @@ class Tagger:
     def tag(self, rows: list[PromptRow]) -> tuple[list[dict], ChunkTiming]:
         s, t = self.s, ChunkTiming()
         t0 = time.perf_counter()
-        images = [tuple(row_images(r)) if r.has_images() else () for r in rows]
-        enc = [self.encode_row(r, list(ims)) for r, ims in zip(rows, images)]
+        images = [row_images(r) if r.has_images() else [] for r in rows]  # one list per row: pickled once
+        enc = [self.encode_row(r, ims) for r, ims in zip(rows, images)]
         budget = s.max_model_len
-        jobs: list[Job] = []
+        # Row i's sample job, then its guess job (per = 2), so that engines splitting the call into
+        # contiguous shards of equal request counts (EngineGroup) get equal shares of both kinds.
+        per = 2 if s.guess_tries > 0 else 1
+        jobs: list[GenRequest] = []
         for row, e, ims in zip(rows, enc, images):
-            jobs.append(Job(e.sample, s.samples, s.temperature, min(s.max_tokens, budget - e.sample_len()),
-                            derive_seed(s.seed, row.id, "sample"), s.top_p, ims))
-        guess_at = len(jobs)
-        if s.guess_tries > 0:
-            for row, e, ims in zip(rows, enc, images):
-                jobs.append(Job(e.guess, s.guess_tries, s.guess_temperature,
-                                min(s.guess_max_tokens, budget - e.guess_len()), derive_seed(s.seed, row.id, "guess"),
-                                1.0, ims))
+            jobs.append(GenRequest(list(e.sample), ims, n=s.samples,
+                                   max_tokens=min(s.max_tokens, budget - e.sample_len()), temperature=s.temperature,
+                                   top_p=s.top_p, seed=derive_seed(s.seed, row.id, "sample")))
+            if per == 2:
+                jobs.append(GenRequest(list(e.guess), ims, n=s.guess_tries,
+                                       max_tokens=min(s.guess_max_tokens, budget - e.guess_len()),
+                                       temperature=s.guess_temperature, top_p=1.0,
+                                       seed=derive_seed(s.seed, row.id, "guess")))
         domains = [known_domain(r, s.domain_keys) for r in rows]
         classify = [i for i, e in enumerate(enc) if e.classify is not None]
         classify_at = len(jobs)
         labels = list(s.domain_labels)
         for i in classify:
             c = enc[i].classify
-            jobs.append(Job(c, 1, 0.0, min(s.domain_max_tokens, budget - len(c)), 0))
+            jobs.append(GenRequest(list(c), n=1, max_tokens=min(s.domain_max_tokens, budget - len(c)), temperature=0.0,
+                                   top_p=1.0, seed=0))
         t.other_s += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        outs = self.backend.generate(jobs)
+        outs = by_request(self.backend.generate(jobs, SamplingConfig()), len(jobs))
         t.generate_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -225,35 +244,34 @@ class Tagger:
         texts: list[str] = []
         finish: list[str] = []
         for j in range(classify_at):
-            row = rows[j if j < guess_at else j - guess_at]
-            prefix = s.guess_prefill if j >= guess_at else ""
+            prefix = s.guess_prefill if j % per else ""
             for smp in outs[j]:
-                score_rows.append(row)
+                score_rows.append(rows[j // per])
                 texts.append(prefix + smp.text)
                 finish.append(smp.finish_reason)
-        scores = self.scorer.score(score_rows, texts, finish)  # a sample cut at max_tokens scores 0
+        flat = self.scorer.score(score_rows, texts, finish)  # a sample cut at max_tokens scores 0
+        scores, pos = [], 0  # one list per job
+        for j in range(classify_at):
+            scores.append(flat[pos : pos + len(outs[j])])
+            pos += len(outs[j])
         t.verify_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        result, pos = [], 0
+        result = []
         for i, row in enumerate(rows):
-            n = len(outs[i])
-            hits = sum(is_correct(x) for x in scores[pos : pos + n])
-            pos += n
+            smp, sc = outs[i * per], scores[i * per]
+            n = len(smp)
             meta = dict(row.metadata)
             meta["num_samples"] = n
-            meta["response_len_mean"] = round(sum(x.num_tokens for x in outs[i]) / max(1, n), 3)
-            meta["num_truncated"] = sum(x.finish_reason == "length" for x in outs[i])
-            ok_len = [x.num_tokens for x, sc in zip(outs[i], scores[pos - n : pos]) if is_correct(sc)]
+            meta["response_len_mean"] = round(sum(len(x.token_ids) for x in smp) / max(1, n), 3)
+            meta["num_truncated"] = sum(x.finish_reason == "length" for x in smp)
+            ok_len = [len(x.token_ids) for x, c in zip(smp, sc) if is_correct(c)]
             meta["correct_len_mean"] = round(sum(ok_len) / len(ok_len), 3) if ok_len else None
             meta["correct_len_p90"] = round(percentile(ok_len, 90), 3) if ok_len else None
-            result.append((row, hits / max(1, n), meta))
-        if s.guess_tries > 0:
-            for i, (row, _, meta) in enumerate(result):
-                n = len(outs[guess_at + i])
-                g = sum(is_correct(x) for x in scores[pos : pos + n])
-                pos += n
-                meta.update(guess_tries=n, guess_hits=g, guessable=g >= s.guess_min_hits)
+            if per == 2:
+                g = sum(is_correct(x) for x in scores[i * per + 1])
+                meta.update(guess_tries=len(outs[i * per + 1]), guess_hits=g, guessable=g >= s.guess_min_hits)
+            result.append((row, sum(is_correct(x) for x in sc) / max(1, n), meta))
         for j, i in enumerate(classify):
             label = parse_label(outs[classify_at + j][0].text, labels)
             domains[i] = (label, "model") if label else (None, "")
@@ -274,6 +292,14 @@ class Tagger:
             out_rows.append(out)
         t.other_s += time.perf_counter() - t0
         return out_rows, t
+
+
+def by_request(gens: list[Generation], n_requests: int) -> list[list[Generation]]:
+    """A call's generations (flat, in request order) as one list per request."""
+    out: list[list[Generation]] = [[] for _ in range(n_requests)]
+    for g in gens:
+        out[g.prompt_index].append(g)
+    return out
 
 
 # -- summary -----------------------------------------------------------------------------------

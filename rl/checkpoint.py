@@ -159,7 +159,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # -- rollout seeds ------------------------------------------------------------------------------
 
 # Room below 2**31 for seed + i*n + j (fewer than 2**24 samples in one call): a signed int32, as
-# the tagging CLI's seeds (prompts/tag_engine.py).
+# the tagging CLI's seeds (prompts/tag_core.py).
 ROLLOUT_SEED_SPACE = 2**31 - 2**24
 
 

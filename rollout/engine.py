@@ -98,8 +98,9 @@ class SamplingConfig(BaseModel):
     seed: int | None = Field(
         None, description="Base seed: sample j of request i uses seed + i*n + j (vLLM seeds a request's n samples "
         "seed, seed+1, ...), so no two samples of a call share a random stream; with per-request n "
-        "(GenRequest.n), i*n is the number of samples of the requests before i. None: the engine's own "
-        "generator, which restarts with every new engine process"
+        "(GenRequest.n), i*n is the number of samples of the requests before i; a request with its own "
+        "GenRequest.seed uses that instead. None: the engine's own generator, which restarts with every new "
+        "engine process"
     )
 
 
@@ -118,14 +119,20 @@ class Generation:
 
 @dataclass
 class GenRequest:
-    """A prompt as token ids (one placeholder token per image) and its decoded images. `n` and
-    `max_tokens` override the call's `SamplingConfig` for this request (None: the config's); partial
-    rollouts (rl.partial) continue one trajectory (n = 1) by at most its segment's tokens."""
+    """A prompt as token ids (one placeholder token per image) and its decoded images. `n`,
+    `max_tokens`, `temperature`, `top_p` and `seed` override the call's `SamplingConfig` for this
+    request (None: the config's); partial rollouts (rl.partial) continue one trajectory (n = 1) by at
+    most its segment's tokens. A request's own `seed` is used as is (vLLM seeds its n samples seed,
+    seed+1, ...), so its samples depend neither on the other requests of the call nor on the engine
+    or shard it lands on (the tagging CLI: a resumed run draws what an uninterrupted one does)."""
 
     prompt_token_ids: list[int]
     images: list[Any] = field(default_factory=list)
     n: int | None = None
     max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
 
 
 def request_samples(requests: Sequence[GenRequest | list[int]], n: int) -> list[int]:
@@ -400,14 +407,15 @@ class VLLMEngine:
             if r.images:
                 p["multi_modal_data"] = self._mm_data(r.images)
             prompts.append(TokensPrompt(**p))
+            seed = r.seed if r.seed is not None else None if sp.seed is None else sp.seed + offsets[i]
             params.append(
                 SamplingParams(
                     n=sp.n if r.n is None else r.n,
-                    temperature=sp.temperature,
-                    top_p=sp.top_p,
+                    temperature=sp.temperature if r.temperature is None else r.temperature,
+                    top_p=sp.top_p if r.top_p is None else r.top_p,
                     max_tokens=sp.max_tokens if r.max_tokens is None else r.max_tokens,
                     logprobs=0,  # the sampled token's log-prob (raw, before temperature)
-                    seed=None if sp.seed is None else sp.seed + offsets[i],  # vLLM adds j for sample j
+                    seed=seed,  # vLLM adds j for sample j
                     logit_bias=ban,
                 )
             )

@@ -128,6 +128,17 @@ class EngineGroup:
         ray.get([a.ready.remote() for a in self.actors], timeout=self.timeout_s)
         self._record_processes(range(len(self.actors)))
 
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop every engine within about `timeout_s`: each actor shuts its vLLM engine down first
+        (killing the actor alone can orphan its EngineCore); one still busy, or dead, is killed when
+        the wait runs out."""
+        try:
+            if self.actors:
+                ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=timeout_s)
+        finally:
+            for a in self.actors:
+                ray.kill(a)
+
     # -- calls with recovery ----------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenRequest | list[int]], sampling: SamplingConfig) -> list[Generation]:

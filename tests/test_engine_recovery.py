@@ -292,18 +292,33 @@ def test_a_regenerated_shard_gets_its_seeds_again(fake_ray, monkeypatch):
     assert g.restarts == 1 and [x.token_ids[0] for x in gens] == [7, 8, 9, 10]
 
 
+def test_close_shuts_every_engine_down_then_kills_its_actor(fake_ray):
+    """The tagging CLI's teardown: a dead engine (its EngineCore gone) is closed and killed too."""
+    g = make_group(FakeEngineClass({"generate": "core"}))
+    assert g.actors[0].generate.remote([[1]], SAMPLING).exc is not None and g.actors[0].dead == "core"
+    g.close()
+    assert all(a.calls[-1] == "close" for a in g.actors) and fake_ray.killed == g.actors
+
+
+def request_builder(monkeypatch) -> tuple[VLLMEngine, list[dict]]:
+    """A `VLLMEngine` with no vLLM behind it: only the request building runs, and the keyword
+    arguments of each `SamplingParams` it builds are recorded in the list."""
+    import sys
+
+    params: list[dict] = []
+    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: params.append(kw) or kw, TokensPrompt=dict)
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    engine = VLLMEngine.__new__(VLLMEngine)
+    engine.cfg, engine.vision = EngineConfig(model="tiny"), None
+    engine._llm = SimpleNamespace(generate=lambda prompts, sps, use_tqdm: [])
+    return engine, params
+
+
 def test_no_two_samples_of_a_call_share_a_seed(monkeypatch):
     """vLLM gives sample j of a request seed + j (vllm/v1/engine/parallel_sampling.py), so request
     seeds seed + i (as before) made request 0's second sample and request 1's first both seed + 1.
     With seed + i*n, 3 requests x 4 samples from 100 take 100..111, each once."""
-    import sys
-
-    params = []
-    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: params.append(kw) or kw, TokensPrompt=dict)
-    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
-    engine = VLLMEngine.__new__(VLLMEngine)  # no vLLM behind it: only the request building runs
-    engine.cfg, engine.vision = EngineConfig(model="tiny"), None
-    engine._llm = SimpleNamespace(generate=lambda prompts, sps, use_tqdm: [])
+    engine, params = request_builder(monkeypatch)
     engine.generate([[1], [2], [3]], SamplingConfig(n=4, max_tokens=4, seed=100))
     assert [p["seed"] for p in params] == [100, 104, 108]
     assert sorted(p["seed"] + j for p in params for j in range(p["n"])) == list(range(100, 112))
@@ -316,20 +331,27 @@ def test_requests_with_their_own_n_and_max_tokens_are_seeded_by_the_samples_befo
     """Partial rollouts mix continuations (n = 1, a segment's max_tokens) with fresh prompts (the
     call's n): request i's seed is the base + the samples of requests 0..i-1, so with every request
     at the call's n it is the old base + i*n, and no two samples of the call share a seed."""
-    import sys
-
-    params = []
-    fake_vllm = SimpleNamespace(SamplingParams=lambda **kw: params.append(kw) or kw, TokensPrompt=dict)
-    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
-    engine = VLLMEngine.__new__(VLLMEngine)
-    engine.cfg, engine.vision = EngineConfig(model="tiny"), None
-    engine._llm = SimpleNamespace(generate=lambda prompts, sps, use_tqdm: [])
+    engine, params = request_builder(monkeypatch)
     reqs = [GenRequest([1], n=1, max_tokens=3), [2], GenRequest([3], n=2), GenRequest([4])]
     engine.generate(reqs, SamplingConfig(n=4, max_tokens=8, seed=100))
     assert [(p["n"], p["max_tokens"], p["seed"]) for p in params] == [(1, 3, 100), (4, 8, 101), (2, 8, 105),
                                                                        (4, 8, 107)]
     assert sorted(p["seed"] + j for p in params for j in range(p["n"])) == list(range(100, 111))
     assert sample_offsets([[1], [2], GenRequest([3])], 4) == [0, 4, 8]  # all at the call's n: i * n
+
+
+def test_a_request_with_its_own_seed_temperature_and_top_p_keeps_them(monkeypatch):
+    """The tagging CLI's requests: each carries its own seed, used as is (not offset by the samples
+    before it, so its samples do not depend on its place in the call), and its own temperature and
+    top_p; a request without them keeps the call's, seeded as before."""
+    engine, params = request_builder(monkeypatch)
+    reqs = [GenRequest([1], n=2, seed=7, temperature=0.0, top_p=0.5), [2], GenRequest([3], n=3, seed=7)]
+    engine.generate(reqs, SamplingConfig(n=4, max_tokens=8, seed=100, temperature=1.0, top_p=0.9))
+    got = [(p["n"], p["seed"], p["temperature"], p["top_p"]) for p in params]
+    assert got == [(2, 7, 0.0, 0.5), (4, 102, 1.0, 0.9), (3, 7, 1.0, 0.9)]
+    params.clear()
+    engine.generate(reqs[::-1], SamplingConfig(n=4))  # another order, and a call without a seed
+    assert [p["seed"] for p in params] == [7, None, 7]
 
 
 def seed_echo_per_request(self, requests, sampling):

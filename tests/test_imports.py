@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("rollout", ("rollout",)),
     ("rl", ("rl",)),
     ("entry", ("rl.train", "cot_sft", "prompts.tag", "prompts.tag_core", "prompts.tag_domain",
-               "prompts.tag_engine", "prompts.tag_io")),
+               "prompts.tag_io")),
     ("experiments", ("experiments",)),
 ]
 

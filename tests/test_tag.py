@@ -2,9 +2,10 @@
 the input, exact tag values, resume, determinism across chunkings, parquet / datasets I/O, domain
 tags, and that the output feeds the RL samplers.
 
-The generation backend is a fake with the engine's interface (`generate(jobs)`); it answers
-"Compute a+b" correctly with a probability that falls with the digit count, drawing sample j of a
-job from `random.Random(job.seed + j)` like vLLM seeds sample j with `seed + j`. Verification is the
+The generation backend is a fake with the engine's interface (`generate(requests, sampling)`,
+as `rollout.engine.VLLMEngine`); it answers "Compute a+b" correctly with a probability that falls
+with the digit count, drawing sample j of a request from `random.Random(request.seed + j)` like
+vLLM seeds sample j with `seed + j`. Verification is the
 real `rl.scoring.Scorer`. Engine runs are in test_tag_engine.py.
 """
 
@@ -20,10 +21,10 @@ import pytest
 
 from prompts import tag
 from prompts.schema import PromptRow, load_prompt_rows
-from prompts.tag_core import bucket_label, bucket_of, excluded_type
+from prompts.tag_core import bucket_label, bucket_of, derive_seed, excluded_type
 from prompts.tag_domain import DEFAULT_RULES, compile_rules, load_rules, parse_label, rule_domain
-from prompts.tag_engine import Sample, _shard_bounds, derive_seed
 from prompts.tag_io import FieldMap, gsm8k_final, last_boxed, load_rows, map_row, read_output
+from rollout.engine import Generation
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH = SHARED / "math" / "MATH_test_5000.jsonl"
@@ -51,29 +52,27 @@ class FakeBackend:
         self.tok, self.fail_on_call, self.calls, self.reply = tokenizer, fail_on_call, 0, classify_reply
         self.jobs_seen: list = []
 
-    def generate(self, jobs):
+    def generate(self, jobs, sampling):
         self.calls += 1
         if self.fail_on_call is not None and self.calls == self.fail_on_call:
             raise RuntimeError("engine died")
         self.jobs_seen.extend(jobs)
         out = []
-        for job in jobs:
-            text = self.tok.decode(list(job.prompt_ids))
+        for i, job in enumerate(jobs):
+            text = self.tok.decode(job.prompt_token_ids)
             if "Which one of these domains" in text:
-                out.append([Sample(self.reply, 3, "stop")])
+                out.append(Generation(i, [0] * 3, [], "stop", self.reply))
                 continue
             a, b = re.search(r"Compute (\d+)\+(\d+)", text).groups()
             right = int(a) + int(b)
             guess = "Answer immediately" in text
             p = 0.9 if guess and len(a) == 1 else 0.0 if guess else skill(a)
-            samples = []
             for j in range(job.n):
                 rng = random.Random(job.seed + j)
                 ok = rng.random() < p
                 val = right if ok else right + 1
                 resp = f"\\boxed{{{val}}}" if guess else f"<think>\n{'x' * rng.randint(0, 9)}\n</think>\n\\boxed{{{val}}}"
-                samples.append(Sample(resp, len(resp), "stop" if rng.random() < 0.9 else "length"))
-            out.append(samples)
+                out.append(Generation(i, [0] * len(resp), [], "stop" if rng.random() < 0.9 else "length", resp))
         return out
 
 
@@ -303,6 +302,8 @@ def test_resume_after_a_crash_and_a_torn_line(tmp_path, tokdir):
     summary = tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=fake)
     assert summary["this_run"]["already_done"] == 7 and summary["this_run"]["tagged"] == 16
     assert len(fake.jobs_seen) == 2 * 16  # sample + guess job for the 16 left, nothing redone
+    # each row's sample job, then its guess job: an EngineGroup's equal-count shards get both kinds
+    assert [j.n for j in fake.jobs_seen[:4]] == [10, 8, 10, 8]
     assert part.read_bytes() == full.read_bytes()
     again = FakeBackend(_tok(tokdir))
     tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=again)
@@ -472,11 +473,8 @@ def test_progress_bar_and_console_script(capsys):
     assert res.returncode == 0 and "--drop-guessable" in res.stdout and "--on-bad-row" in res.stdout
 
 
-def test_buckets_and_shards():
+def test_buckets_and_seeds():
     th = (0.8, 0.6, 0.4, 0.2)
     assert [bucket_of(p, th) for p in (1.0, 0.8, 0.79, 0.6, 0.5, 0.4, 0.2, 0.1, 0.0)] == [1, 1, 2, 2, 3, 3, 4, 5, 5]
     assert [bucket_label(b, th) for b in (1, 3, 5)] == ["[0.8, 1]", "[0.4, 0.6)", "[0, 0.2)"]
-    assert _shard_bounds([10] * 6, 3) == [(0, 2), (2, 4), (4, 6)]
-    assert _shard_bounds([10, 1, 1, 1], 2) == [(0, 1), (1, 4)]
-    assert _shard_bounds([5], 3)[-1][1] == 1
     assert derive_seed(0, "a", "sample") == derive_seed(0, "a", "sample") != derive_seed(0, "a", "guess")

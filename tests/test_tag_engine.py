@@ -82,12 +82,10 @@ def oracle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(oracle):
-    from prompts.tag_engine import Backend
-    from rollout.engine import EngineConfig
+    from rollout.engine import EngineConfig, VLLMEngine
 
-    b = Backend(EngineConfig(model=str(oracle), max_model_len=512, kv_cache_gib=0.25))
-    yield b
-    b.close()
+    with VLLMEngine(EngineConfig(model=str(oracle), max_model_len=512, kv_cache_gib=0.25)) as engine:
+        yield engine
 
 
 def rows_with_sevens(n: int) -> list[dict]:

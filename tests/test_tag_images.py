@@ -20,7 +20,7 @@ from PIL import Image
 from prompts import tag
 from prompts.mathv import convert
 from prompts.schema import PromptRow, write_jsonl
-from prompts.tag_core import bucket_of
+from prompts.tag_core import bucket_of, by_request
 from prompts.tag_io import read_output
 
 MATHV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mathv" / "testmini.jsonl"
@@ -59,23 +59,22 @@ def text_ckpt(tmp_path) -> Path:
 
 
 class Recording:
-    """A real `Backend` whose jobs are kept for inspection."""
+    """A real engine whose requests (and their samples, one list per request) are kept for inspection."""
 
     def __init__(self, backend):
         self.backend, self.jobs, self.samples = backend, [], []
 
-    def generate(self, jobs):
+    def generate(self, jobs, sampling):
         self.jobs.extend(jobs)
-        out = self.backend.generate(jobs)
-        self.samples.extend(out)
+        out = self.backend.generate(jobs, sampling)
+        self.samples.extend(by_request(out, len(jobs)))
         return out
 
 
 @pytest.mark.integration
 def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
-    from prompts.tag_engine import Backend, Job
     from rl.vision import load_vision
-    from rollout.engine import EngineConfig
+    from rollout.engine import EngineConfig, GenRequest, SamplingConfig, VLLMEngine
 
     inp, out = tmp_path / "mathv.jsonl", tmp_path / "tagged.jsonl"
     write_jsonl(inp, mathv_rows)
@@ -85,17 +84,17 @@ def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
             "--max-tokens", str(MAX_TOKENS), "--guess-tries", str(GUESSES), "--max-model-len", "640",
             "--kv-cache-gib", "0.25", "--dtype", "float32", "--seed", "3", "--no-progress"]
     args = tag.build_parser().parse_args(argv)
-    backend = Backend(EngineConfig(model=str(vlm), dtype="float32", max_model_len=640, kv_cache_gib=0.25, seed=3))
+    backend = VLLMEngine(EngineConfig(model=str(vlm), dtype="float32", max_model_len=640, kv_cache_gib=0.25, seed=3))
     rec = Recording(backend)
     try:
         summary = tag.run(args, backend=rec)
         # The figures really reach vLLM as multi_modal_data: a job whose ids lack the placeholder
         # its image needs is refused by vLLM's prompt replacement (ids alone would just run).
-        job = rec.jobs[0]
-        no_slot = tuple(t for t in job.prompt_ids if t != load_vision(vlm).image_token_id)
+        job, greedy = rec.jobs[0], SamplingConfig(n=1, temperature=0.0, max_tokens=2, seed=0)
+        no_slot = [t for t in job.prompt_token_ids if t != load_vision(vlm).image_token_id]
         with pytest.raises(Exception, match="(?i)placeholder|prompt update|replacement"):
-            backend.generate([Job(no_slot, 1, 0.0, 2, 0, images=job.images)])
-        assert len(backend.generate([Job(no_slot, 1, 0.0, 2, 0)])[0]) == 1  # the same ids without the image run
+            backend.generate([GenRequest(no_slot, job.images)], greedy)
+        assert len(backend.generate([GenRequest(no_slot)], greedy)) == 1  # the same ids without the image run
     finally:
         backend.close()
 
@@ -118,20 +117,20 @@ def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
     # response budget counted from the expanded prompt.
     vision = load_vision(vlm)
     assert len(rec.jobs) == 2 * len(IDS)  # no model classification: every row has a domain
-    assert [len(x) for x in rec.samples] == [K] * len(IDS) + [GUESSES] * len(IDS)
-    assert all(x.finish_reason in ("stop", "length") and x.num_tokens > 0 for xs in rec.samples for x in xs)
+    assert [len(x) for x in rec.samples] == [K, GUESSES] * len(IDS)  # each row's sample job, then its guess job
+    assert all(x.finish_reason in ("stop", "length") and len(x.token_ids) > 0 for xs in rec.samples for x in xs)
     for j, job in enumerate(rec.jobs):
-        row = mathv_rows[j % len(IDS)]
+        row = mathv_rows[j // 2]
         with Image.open(row.images()[0]) as im:
             size = im.size
         assert [im.size for im in job.images] == [size] and job.images[0].mode == "RGB"
-        assert job.prompt_ids.count(vision.image_token_id) == 1
-        expanded = vision.expanded_len(job.prompt_ids, job.images)
-        assert expanded == len(job.prompt_ids) - 1 + vision.num_tokens(job.images[0])
-        cap = MAX_TOKENS if j < len(IDS) else 32  # --guess-max-tokens default
+        assert job.prompt_token_ids.count(vision.image_token_id) == 1
+        expanded = vision.expanded_len(job.prompt_token_ids, job.images)
+        assert expanded == len(job.prompt_token_ids) - 1 + vision.num_tokens(job.images[0])
+        cap = MAX_TOKENS if j % 2 == 0 else 32  # --guess-max-tokens default
         assert job.max_tokens == min(cap, 640 - expanded)
-    guess33 = rec.jobs[len(IDS) + IDS.index("33")]
-    assert len(guess33.prompt_ids) == 537 and guess33.max_tokens == 640 - 616 == 24  # not 32 = min(32, 640 - 537)
+    guess33 = rec.jobs[2 * IDS.index("33") + 1]
+    assert len(guess33.prompt_token_ids) == 537 and guess33.max_tokens == 640 - 616 == 24  # not 32 = min(32, 640 - 537)
 
     # The choice verifier scores the multiple-choice rows: through the CLI's own scorer, the right
     # letter and the right option's text pass, another letter fails (the math verifier would read
@@ -159,11 +158,11 @@ def test_text_only_checkpoint_refuses_image_rows_before_any_engine(tmp_path, mat
     assert "3 of 4 rows have images" in err and not (tmp_path / "o.jsonl").exists()
 
     class Engine:  # stands in for vLLM: only the text row may reach it
-        def generate(self, jobs):
+        def generate(self, jobs, sampling):
             assert all(not j.images for j in jobs) and len(jobs) == 2  # 1 sample job + 1 guess job
-            return [[tag_engine.Sample("\\boxed{5}", 3, "stop")] * j.n for j in jobs]
+            return [Generation(i, [0] * 3, [], "stop", "\\boxed{5}") for i, j in enumerate(jobs) for _ in range(j.n)]
 
-    from prompts import tag_engine
+    from rollout.engine import Generation
 
     summary = tag.run(tag.build_parser().parse_args(argv + ["--on-bad-row", "skip"]), backend=Engine())
     err = capsys.readouterr().err
