@@ -86,8 +86,10 @@ python - "$SFT_RUN" "$RL_RUN" <<'PY'
 import json, sys
 sft = json.load(open(f"runs/{sys.argv[1]}/sft_eval.json"))
 rl = json.load(open(f"runs/{sys.argv[2]}/summary.json"))
+after = rl["final_eval_pass_at_1"]  # None when the RL config has no data.eval_file
+after = "not evaluated (no data.eval_file)" if after is None else f"{after:.3f}"
 print(f"\nheld-out pass@1 (T=1.0, n={sft['n']}):  SFT {sft['pass_at_1']:.3f}  ->  "
-      f"after RL {rl['final_eval_pass_at_1']:.3f}  ({rl['iterations']} iterations, {rl['wall_s']/60:.1f} min)")
+      f"after RL {after}  ({rl['iterations']} iterations, {rl['wall_s']/60:.1f} min)")
 def correct_len(ev):  # mean tokens of correct held-out responses (rl.length_stats), if recorded
     m = ((ev or {}).get("lengths") or {}).get("correct_len_mean")
     return f"{m:.0f}" if isinstance(m, (int, float)) and m == m else None
