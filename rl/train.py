@@ -77,7 +77,7 @@ from rl.steps import (Prompts, RunCounters, compute_rewards, learner_record, rep
                       update)
 from rl.vision import load_vision
 from rollout.engine import make_rollout_actor
-from rollout.recovery import EngineGroup
+from rollout.recovery import EngineGroup, close_engines
 
 
 def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
@@ -136,10 +136,9 @@ def stop_run(run: RunActors, timeout_s: float = ENGINE_CLOSE_TIMEOUT_S) -> None:
     if run.scorer is not None:
         run.scorer.close()  # local verifier workers, independent of Ray
     try:
-        if run.engines:
-            ray.wait([e.close.remote() for e in run.engines], num_returns=len(run.engines), timeout=timeout_s)
+        close_engines(run.engines, timeout_s)
     finally:
-        for actor in [*run.engines, *run.learners]:
+        for actor in run.learners:
             ray.kill(actor)
 
 

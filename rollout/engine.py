@@ -407,7 +407,7 @@ class VLLMEngine:
             if r.images:
                 p["multi_modal_data"] = self._mm_data(r.images)
             prompts.append(TokensPrompt(**p))
-            seed = r.seed if r.seed is not None else None if sp.seed is None else sp.seed + offsets[i]
+            seed = r.seed if r.seed is not None else (None if sp.seed is None else sp.seed + offsets[i])
             params.append(
                 SamplingParams(
                     n=sp.n if r.n is None else r.n,

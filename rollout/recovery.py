@@ -94,6 +94,18 @@ def give_up_message(slot: int, failures: int, why: str, max_restarts: int, check
 WeightExport = Callable[[], tuple[Any, list]]  # () -> (buckets ref, other refs to wait for)
 
 
+def close_engines(actors: list, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Stop engine actors within about `timeout_s`: each shuts its vLLM engine down first (killing
+    the actor alone can orphan its EngineCore); one still busy, or dead, is killed when the wait
+    runs out, and every one is killed however the wait ends."""
+    try:
+        if actors:
+            ray.wait([a.close.remote() for a in actors], num_returns=len(actors), timeout=timeout_s)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
 class EngineGroup:
     """The engine actors of a run, replaced when they die (module docstring).
 
@@ -129,15 +141,8 @@ class EngineGroup:
         self._record_processes(range(len(self.actors)))
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-        """Stop every engine within about `timeout_s`: each actor shuts its vLLM engine down first
-        (killing the actor alone can orphan its EngineCore); one still busy, or dead, is killed when
-        the wait runs out."""
-        try:
-            if self.actors:
-                ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=timeout_s)
-        finally:
-            for a in self.actors:
-                ray.kill(a)
+        """Stop every engine of the group (`close_engines`)."""
+        close_engines(self.actors, timeout_s)
 
     # -- calls with recovery ----------------------------------------------------------------------
 
