@@ -33,6 +33,11 @@ class SFTTrain(_Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay floor as a fraction of peak LR")
     seed: int = Field(0, description="Data order and init seed")
     time_budget_s: float | None = Field(None, gt=0, description="Stop early after this many seconds of training")
+    freeze_decoder_steps: int = Field(
+        0, ge=0, description="Vision alignment (issue 19): for this many first steps only the vision tower and "
+        "projector learn, the decoder's weights stay exactly as loaded; then it joins, its LR warming up again "
+        "over warmup_steps (cot_sft/freeze.py). 0: everything trains from the start. Vision-language policies only"
+    )
 
 
 class SFTEval(_Strict):
@@ -77,6 +82,11 @@ class SFTConfig(_Strict):
             raise ValueError(
                 f"data.max_seq_len ({d.max_seq_len}) > train.row_tokens ({t.row_tokens}): a kept example "
                 "must fit in one packed row"
+            )
+        if t.freeze_decoder_steps > t.max_steps:
+            raise ValueError(
+                f"train.freeze_decoder_steps ({t.freeze_decoder_steps}) > train.max_steps ({t.max_steps}): the "
+                "decoder would never be unfrozen; set it to max_steps to train only the vision side"
             )
         if t.row_tokens > t.tokens_per_microbatch:
             raise ValueError(

@@ -12,7 +12,10 @@ What it does, top to bottom:
 
 Image rows (vision-language policies, e.g. the tiny Kimi-K2.5 of the image demo) train the
 same way: placeholders expanded as the engine expands them (`rl.vision`), pixel inputs decoded
-per step, tower, projector and decoder all trained. Differences from the papers: a fixed number
+per step, tower, projector and decoder all trained. Vision alignment (issue 19, Kimi-VL's order:
+tower first, on image->text pairs such as experiments/arith_align.py) is this entry with
+`train.freeze_decoder_steps: N`: the decoder stays frozen for the first N steps (cot_sft/freeze.py,
+experiments/configs/align_image_demo.yaml). Differences from the papers: a fixed number
 of optimizer steps instead of epochs (the embedded task is generated, so "an epoch" has no
 special meaning). The demo writes the task data and builds the tiny starting model before this
 runs (experiments/prepare.py).
@@ -32,6 +35,7 @@ import torch
 
 from cot_sft.config import SFTConfig
 from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
+from cot_sft.freeze import DecoderFreeze
 from prompts.schema import DataError, load_prompt_rows
 from rl.configio import ConfigError, dump_config, load_config
 from rl.dist import build_deepspeed, init_distributed
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.eval.file and not args.no_eval:
         load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
     tokenizer = load_tokenizer(cfg.init_checkpoint)
+    if cfg.train.freeze_decoder_steps and load_vision(cfg.init_checkpoint) is None:
+        raise ConfigError(f"{args.config}: train.freeze_decoder_steps={cfg.train.freeze_decoder_steps} needs a "
+                          f"vision-language policy; {cfg.init_checkpoint} is text-only")
     vision = load_vision(cfg.init_checkpoint) if any(ex.row.has_images() for ex in examples) else None
     samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
     if not samples:
@@ -100,9 +107,17 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(cfg.train.seed)
     model = load_policy(init_ckpt)
     tr = cfg.train
-    engine, bf16 = build_deepspeed(
-        model, cfg.optim, lambda s: lr_multiplier(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
-    )
+
+    def schedule(s: int) -> float:
+        return lr_multiplier(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
+
+    freeze = DecoderFreeze(model, tr.freeze_decoder_steps) if tr.freeze_decoder_steps else None
+    if freeze is None:
+        engine, bf16 = build_deepspeed(model, cfg.optim, schedule)
+    else:
+        engine, bf16 = build_deepspeed(model, cfg.optim, freeze.lr_lambdas(schedule, tr.warmup_steps), freeze.groups)
+        print(f"decoder frozen for {freeze.steps} steps: {sum(p.numel() for p in freeze.groups[0]) / 1e6:.2f}M "
+              f"vision-side params train, {sum(p.numel() for p in freeze.groups[1]) / 1e6:.2f}M decoder params wait")
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, bf16={bf16}, "
           f"ZeRO-{cfg.optim.zero_stage}, world={dist.world_size}")
 
@@ -115,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     progress = ProgressLine("SFT", tr.max_steps, every_s=30.0)  # plain lines: readable in `make demo > log`
     for step in range(tr.max_steps):
         epoch, batch = next(stream)
+        if freeze is not None:
+            freeze.at_step(step)
         micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens, device=dist.device)
         n_targets = sum(mb.num_targets for mb in micro)
         # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
@@ -127,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             ce = packed_ce_sum(engine, mb, vision=vision)
             engine.backward(ce * dist.world_size / total, scale_wrt_gas=False)
             loss_sum += ce.item()
+        lrs = engine.get_lr()  # this step's (the scheduler moves on in step())
         engine.step()
         step_tokens = sum(mb.num_tokens for mb in micro)
         tokens_seen += step_tokens
@@ -136,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
             "lr": engine.get_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
             "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
         }
+        if freeze is not None:
+            rec["lr_decoder"], rec["decoder_frozen"] = lrs[1], freeze.frozen(step)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if dist.rank == 0:

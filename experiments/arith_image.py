@@ -55,16 +55,18 @@ CHARS = "0123456789+-"
 
 
 @functools.cache
-def glyph(ch: str) -> Image.Image:
-    """The character's ink box, black on white (1-bit), as drawn by Pillow's built-in font."""
+def glyph(ch: str, font_size: int = FONT_SIZE) -> Image.Image:
+    """The character's ink box, black on white (1-bit), as drawn by Pillow's built-in font.
+    Other sizes than FONT_SIZE are for the vision-alignment pairs (experiments/arith_align.py)."""
     if ch not in CHARS:
         raise ValueError(f"cannot render {ch!r}: the task only uses {CHARS!r}")
-    canvas = Image.new("L", (2 * CELL, 2 * CELL), 255)
-    font = ImageFont.load_default(size=FONT_SIZE)
-    ImageDraw.Draw(canvas).text((CELL, CELL), ch, font=font, fill=0, anchor="mm")
+    canvas = Image.new("L", (4 * font_size, 4 * font_size), 255)
+    font = ImageFont.load_default(size=font_size)
+    ImageDraw.Draw(canvas).text((2 * font_size, 2 * font_size), ch, font=font, fill=0, anchor="mm")
     g = canvas.crop(ImageOps.invert(canvas).getbbox()).point(lambda v: 255 if v >= 128 else 0)
     g = g.convert("1", dither=Image.Dither.NONE)
-    assert g.width + 2 * JITTER <= CELL and g.height + 2 * JITTER <= CELL, (ch, g.size)
+    if font_size == FONT_SIZE:
+        assert g.width + 2 * JITTER <= CELL and g.height + 2 * JITTER <= CELL, (ch, g.size)
     return g
 
 

@@ -16,12 +16,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experiments import arith, arith_image, long_cot
+from experiments import arith, arith_align, arith_image, long_cot
 from experiments.tiny_model import build_tiny_checkpoint
 from experiments.tiny_vlm import build_tiny_vlm_checkpoint
 from rl.configio import ConfigError, load_config
 
-GENERATORS = {"arith": arith.main, "arith_image": arith_image.main, "long_cot": long_cot.main}
+GENERATORS = {"arith": arith.main, "arith_image": arith_image.main, "arith_align": arith_align.main,
+              "long_cot": long_cot.main}
 
 
 class _Strict(BaseModel):
@@ -47,9 +48,10 @@ class TinyModelSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    task: Literal["arith", "arith_image", "long_cot"] = Field(
+    task: Literal["arith", "arith_image", "arith_align", "long_cot"] = Field(
         description="arith: short traces (arith.py); arith_image: the expressions rendered into images "
-        "(arith_image.py); long_cot: traces with checks and re-checks of variable length (long_cot.py)"
+        "(arith_image.py); arith_align: image->text pairs for vision alignment (arith_align.py); "
+        "long_cot: traces with checks and re-checks of variable length (long_cot.py)"
     )
     out: str = Field(description="Directory of {sft,train,eval}.jsonl (and images/)")
     seed: int = Field(0, description="Seed of the generated task")

@@ -129,8 +129,13 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     return DistInfo(rank, world_size, device.index or 0, device)
 
 
-def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None) -> tuple[Any, bool]:
+def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None,
+                    param_groups: list[list[torch.nn.Parameter]] | None = None) -> tuple[Any, bool]:
     """Wrap `model` in a DeepSpeed engine with AdamW and an optional LR-multiplier schedule.
+
+    `param_groups`: AdamW parameter groups (default one group of all parameters); `lr_lambda` is
+    then one multiplier function per group, as `torch.optim.lr_scheduler.LambdaLR` takes them
+    (the SFT decoder freeze keeps the decoder's group at 0 for its first steps).
 
     Gradient accumulation is unmanaged (`managed_gradient_accumulation: false`): the learner calls
     `backward` once per packed micro-batch (their number varies with the token budget) and
@@ -140,8 +145,9 @@ def build_deepspeed(model: torch.nn.Module, cfg: DeepSpeedConfig, lr_lambda=None
     import deepspeed  # DeepSpeed takes seconds to import (it probes accelerators)
 
     use_bf16 = bf16_supported() if cfg.bf16 == "auto" else bool(cfg.bf16)
+    groups = param_groups if param_groups is not None else [list(model.parameters())]
     optimizer = torch.optim.AdamW(  # frozen parameters (e.g. a frozen vision tower) get no state
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        [{"params": [p for p in g if p.requires_grad]} for g in groups], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
         weight_decay=cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda) if lr_lambda else None

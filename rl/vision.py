@@ -168,6 +168,18 @@ def freeze_vision_tower(model) -> list[str]:
     return names
 
 
+# Projectors from vision features to the decoder's embeddings (Kimi: mm_projector, LLaVA:
+# multi_modal_projector; Qwen-VL's merger sits inside `visual`).
+_PROJECTOR_NAMES = ("mm_projector", "multi_modal_projector")
+
+
+def vision_side_names(model) -> list[str]:
+    """Names of the vision tower's and projector's parameters; every other parameter is the
+    decoder's (embeddings and LM head included). Empty for a text-only model."""
+    names = _TOWER_NAMES + _PROJECTOR_NAMES
+    return [n for n, _ in model.named_parameters() if any(part in names for part in n.split("."))]
+
+
 def is_vision_config(config: dict[str, Any]) -> bool:
     return "vision_config" in config
 
