@@ -30,6 +30,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,6 +55,23 @@ def lr_multiplier(step: int, warmup: int, total: int, floor: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_engine(model: torch.nn.Module, cfg: SFTConfig) -> tuple[Any, bool, DecoderFreeze | None]:
+    """DeepSpeed around `model` with the warm-up + cosine LR schedule; with
+    `train.freeze_decoder_steps`, two parameter groups whose decoder group waits (cot_sft/freeze.py)."""
+    tr = cfg.train
+
+    def schedule(s: int) -> float:
+        return lr_multiplier(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
+
+    if not tr.freeze_decoder_steps:
+        return (*build_deepspeed(model, cfg.optim, schedule), None)
+    freeze = DecoderFreeze(model, tr.freeze_decoder_steps)
+    engine, bf16 = build_deepspeed(model, cfg.optim, freeze.lr_lambdas(schedule, tr.warmup_steps), freeze.groups)
+    print(f"decoder frozen for {freeze.steps} steps: {sum(p.numel() for p in freeze.groups[0]) / 1e6:.2f}M "
+          f"vision-side params train, {sum(p.numel() for p in freeze.groups[1]) / 1e6:.2f}M decoder params wait")
+    return engine, bf16, freeze
 
 
 def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
@@ -107,17 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(cfg.train.seed)
     model = load_policy(init_ckpt)
     tr = cfg.train
-
-    def schedule(s: int) -> float:
-        return lr_multiplier(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
-
-    freeze = DecoderFreeze(model, tr.freeze_decoder_steps) if tr.freeze_decoder_steps else None
-    if freeze is None:
-        engine, bf16 = build_deepspeed(model, cfg.optim, schedule)
-    else:
-        engine, bf16 = build_deepspeed(model, cfg.optim, freeze.lr_lambdas(schedule, tr.warmup_steps), freeze.groups)
-        print(f"decoder frozen for {freeze.steps} steps: {sum(p.numel() for p in freeze.groups[0]) / 1e6:.2f}M "
-              f"vision-side params train, {sum(p.numel() for p in freeze.groups[1]) / 1e6:.2f}M decoder params wait")
+    engine, bf16, freeze = build_engine(model, cfg)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, bf16={bf16}, "
           f"ZeRO-{cfg.optim.zero_stage}, world={dist.world_size}")
 
