@@ -156,10 +156,15 @@ _FAMILIES: dict[str, type] = {"kimi_k25": KimiK25Vision}
 _TOWER_NAMES = ("vision_tower", "visual", "vision_model")
 
 
+def _param_names_under(model, modules: tuple[str, ...]) -> list[str]:
+    """Names of the parameters inside a submodule named one of `modules` (any path component)."""
+    return [n for n, _ in model.named_parameters() if any(part in modules for part in n.split("."))]
+
+
 def freeze_vision_tower(model) -> list[str]:
     """Set requires_grad=False on the vision encoder's parameters (not the projector); returns
     their state-dict names. Raises if the model has no recognisable vision tower."""
-    names = [n for n, _ in model.named_parameters() if any(part in _TOWER_NAMES for part in n.split("."))]
+    names = _param_names_under(model, _TOWER_NAMES)
     if not names:
         raise ValueError(f"{type(model).__name__} has no vision tower (looked for {_TOWER_NAMES}) to freeze")
     params = dict(model.named_parameters())
@@ -176,8 +181,7 @@ _PROJECTOR_NAMES = ("mm_projector", "multi_modal_projector")
 def vision_side_names(model) -> list[str]:
     """Names of the vision tower's and projector's parameters; every other parameter is the
     decoder's (embeddings and LM head included). Empty for a text-only model."""
-    names = _TOWER_NAMES + _PROJECTOR_NAMES
-    return [n for n, _ in model.named_parameters() if any(part in names for part in n.split("."))]
+    return _param_names_under(model, _TOWER_NAMES + _PROJECTOR_NAMES)
 
 
 def is_vision_config(config: dict[str, Any]) -> bool:
