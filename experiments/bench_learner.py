@@ -136,10 +136,9 @@ def mfu(result: dict, policy: str, call: LearnerCall, device: torch.device) -> d
     counts forward + backward (3 forwards) of every sequence, the usual MFU; the learner's `all`
     adds its reference forward of mini-batches 1.. (mini-batch 0 reuses its first forward)."""
     config = json.loads((Path(policy) / "config.json").read_text())
-    params = sum(p.numel() for p in load_policy(policy).parameters())
 
     def fwd(minibatches: list[list[Episode]]) -> float:
-        return forward_flops(config, params, [len(e.prompt_ids) + len(e.response_ids) for m in minibatches for e in m])
+        return forward_flops(config, result["params"], [len(e.prompt_ids) + len(e.response_ids) for m in minibatches for e in m])
 
     mbs = one_rank(call)
     train, ref = 3 * fwd(mbs), fwd(mbs[1:])
@@ -209,7 +208,7 @@ def bench(cfg: RLConfig, call: LearnerCall, repeats: int) -> dict:
     ratios = [s / r["seconds"] for (s, _), r in zip(raw, runs)]
     return {
         "device": str(device), "learner_peak_gpu_gib": runs[0]["peak_gpu_gib"], "threads": threads, "bf16": bf16,
-        "zero_stage": lc.deepspeed.zero_stage, "tokens": tokens,
+        "zero_stage": lc.deepspeed.zero_stage, "params": sum(p.numel() for p in model.parameters()), "tokens": tokens,
         "sequences": sum(len(e) for e in mbs), "minibatches": len(mbs),
         "micro_batches": sum(len(m) for m in micro), "rows": sum(int(b.input_ids.shape[0]) for m in micro for b in m),
         "padded_tokens": sum(int(b.input_ids.numel()) for m in micro for b in m),
