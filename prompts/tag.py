@@ -72,6 +72,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -90,12 +91,13 @@ from prompts.tag_core import (
 )
 from prompts.tag_domain import load_rules
 from prompts.tag_io import BadRow, FieldMap, TagOutput, load_rows, same_file
-from rl.ray_loopback import init_local_cluster, keep_loopback_for
+from rl.ray_loopback import connect_or_start
 from rl.rewards import VerifierConfig
 from rl.rewards.base import KINDS
 from rl.scoring import Scorer
 from rl.vision import load_vision
 from rollout.engine import EngineConfig, VLLMEngine, make_rollout_actor
+from rollout.recovery import EngineGroup
 
 _OUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -383,16 +385,9 @@ def open_engines(args: argparse.Namespace) -> Iterator[Any]:
         with VLLMEngine(cfg) as engine:
             yield engine
         return
-    import ray  # Ray takes seconds to import; in-process runs never need it
-
-    from rollout.recovery import EngineGroup  # imports Ray
-
     own_ray = not ray.is_initialized()
-    if own_ray and args.ray_address:
-        keep_loopback_for(args.ray_address)
-        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
-    elif own_ray:
-        init_local_cluster(None)
+    if own_ray:
+        connect_or_start(args.ray_address)
     group = EngineGroup(make_rollout_actor(args.cpus_per_engine, args.gpus_per_engine), [cfg] * args.engines,
                         args.engine_timeout)
     try:

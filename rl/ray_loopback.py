@@ -58,6 +58,16 @@ def keep_loopback_for(address: str | None) -> None:
         allow_other_nodes()
 
 
+def connect_or_start(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address` (loopback kept only for a loopback address,
+    `keep_loopback_for`), or with none start a local one on 127.0.0.1 (`init_local_cluster`)."""
+    if address:
+        keep_loopback_for(address)
+        ray.init(address=address, log_to_driver=False)
+    else:
+        init_local_cluster(num_cpus)
+
+
 def allow_other_nodes() -> None:
     """Undo `keep_loopback` in this process (a client of a multi-node cluster after a local one)."""
     for key in LOOPBACK_ENV:

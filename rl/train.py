@@ -68,7 +68,7 @@ from rl.learner import Learner
 from rl.learner_group import Iterations, LearnerDied, LearnerGroup, restart_message
 from rl.metrics import RUN_LOGS, RunLogger
 from rl.modeling import load_tokenizer
-from rl.ray_loopback import init_local_cluster, keep_loopback_for
+from rl.ray_loopback import connect_or_start
 from rl.rollout_stats import sample_records, skip_message
 from rl.partial import ReplayBuffer
 from rl.sampling import PromptSampler, build_sampler
@@ -94,11 +94,7 @@ def resolve_paths(cfg: RLConfig, base_dir: str | None) -> RLConfig:
 def connect_ray(cfg: RLConfig) -> None:
     """Join the cluster a job was submitted to (RAY_ADDRESS is set then), a configured one, or
     start a local one bound to 127.0.0.1."""
-    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        keep_loopback_for(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-        ray.init(address=cfg.ray.address, log_to_driver=False)
-    else:
-        init_local_cluster(cfg.ray.num_cpus)
+    connect_or_start(cfg.ray.address or os.environ.get("RAY_ADDRESS"), cfg.ray.num_cpus)
 
 
 def start_learners(cfg: RLConfig, policy: str, ranks: list | None = None) -> list:
