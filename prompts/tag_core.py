@@ -48,7 +48,7 @@ from prompts.schema import PromptRow
 from prompts.tag_domain import Rule, classifier_messages, known_domain, parse_label, rule_domain
 from rl.length_stats import percentile
 from rl.rewards.scores import is_correct
-from rollout.engine import Generation, GenRequest, SamplingConfig
+from rollout.engine import GenRequest, SamplingConfig, by_request
 
 EXCLUDE_TYPES = ("multiple_choice", "true_false", "proof")
 GUESS_TEMPLATE = (
@@ -292,14 +292,6 @@ class Tagger:
             out_rows.append(out)
         t.other_s += time.perf_counter() - t0
         return out_rows, t
-
-
-def by_request(gens: list[Generation], n_requests: int) -> list[list[Generation]]:
-    """A call's generations (flat, in request order) as one list per request."""
-    out: list[list[Generation]] = [[] for _ in range(n_requests)]
-    for g in gens:
-        out[g.prompt_index].append(g)
-    return out
 
 
 # -- summary -----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from rl.partial import PartialSettings, ReplayBuffer, Trajectory, released_metri
 from rl.rollout_stats import iteration_metrics
 from rl.sampling import PromptSampler
 from rl.scoring import Scorer, ScoreResult
-from rollout.engine import Generation, GenRequest, encode_request
+from rollout.engine import Generation, GenRequest, by_request, encode_request
 
 
 @dataclass
@@ -188,10 +188,7 @@ def partial_rollout(it: int, cfg: RLConfig, sampler: PromptSampler, prompts: Pro
     new_gens = generate([GenRequest(r.prompt_ids, n=r.n, max_tokens=r.max_tokens) for r in requests],
                         rc.sampling.model_copy(update={"seed": seed}))
     times["time_rollout_s"] = time.perf_counter() - t
-    outputs: list[list[Generation]] = [[] for _ in requests]
-    for g in new_gens:
-        outputs[g.prompt_index].append(g)
-    buf.record(requests, outputs, it)
+    buf.record(requests, by_request(new_gens, len(requests)), it)
     groups = buf.pop_complete()
 
     chosen = [g[0].prompt_id for g in groups]

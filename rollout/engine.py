@@ -140,6 +140,14 @@ def request_samples(requests: Sequence[GenRequest | list[int]], n: int) -> list[
     return [r.n if isinstance(r, GenRequest) and r.n is not None else n for r in requests]
 
 
+def by_request(gens: Sequence[Generation], n_requests: int) -> list[list[Generation]]:
+    """A call's generations (flat, in request order) as one list per request (`prompt_index`)."""
+    out: list[list[Generation]] = [[] for _ in range(n_requests)]
+    for g in gens:
+        out[g.prompt_index].append(g)
+    return out
+
+
 def sample_offsets(requests: Sequence[GenRequest | list[int]], n: int) -> list[int]:
     """The place of each request's first sample in the call (the samples of earlier requests),
     which offsets its seed (`SamplingConfig.seed`): i * n when every request takes the call's n."""

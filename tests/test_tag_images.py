@@ -20,8 +20,9 @@ from PIL import Image
 from prompts import tag
 from prompts.mathv import convert
 from prompts.schema import PromptRow, write_jsonl
-from prompts.tag_core import bucket_of, by_request
+from prompts.tag_core import bucket_of
 from prompts.tag_io import read_output
+from rollout.engine import by_request
 
 MATHV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mathv" / "testmini.jsonl"
 # Free-form (math verifier): 4, 5. Multiple choice with drawn options (letters only): 6, 33 (a
