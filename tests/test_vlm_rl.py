@@ -3,6 +3,11 @@ vLLM (the rollout engine) and the DeepSpeed learner must give the same log-probs
 image prompts, in fp32 and bf16, before and after a real update is synced, including the vision
 tower, projector and experts; a frozen tower is neither trained nor sent.
 
+The prompts mix native resolutions in one engine call and one learner batch (MoonViT packs every
+image at its own size): 1-image and 2-image prompts, wide, 2-row, 3-row and padded images, and
+the 2-image sync probe interleaves text between its images. A 2-image prompt's log-probs must
+move when either image's pixels change, so a dropped or misplaced image would fail the tests.
+
 The checkpoint uses init_std=0.1, so the random model is far from uniform and the image moves the
 text log-probs after it (tests/test_tiny_vlm.py): a placeholder or pixel mismatch between the
 two sides would show far above the tolerances.
@@ -19,7 +24,7 @@ from experiments.tiny_vlm import build_tiny_vlm_checkpoint
 from rl.dist import DeepSpeedConfig, free_port
 from rl.learner import Episode, Learner
 from rl.modeling import load_policy, packed_token_logprobs
-from rl.packing import Sample, pack
+from rl.packing import Sample, pack, pack_by_budget
 from rl.vision import load_vision
 from rollout.engine import EngineConfig, GenRequest, SamplingConfig
 
@@ -51,8 +56,9 @@ def images():
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    # Different sizes: 5, 9, 3 and 6 merged tokens (28-px blocks), one 2-row image.
-    shapes = [(28, 140), (28, 252), (28, 84), (56, 84)]
+    # (h, w) px -> merged tokens (28-px blocks): 5, 9 (wide), 3, 6 (2 rows), 10 (2 rows) and 6
+    # (70x50 padded to 84x56: 3 rows); 6 and 7 are other pixels of 4's and 5's sizes.
+    shapes = [(28, 140), (28, 252), (28, 84), (56, 84), (56, 140), (70, 50), (56, 140), (70, 50)]
     return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in shapes]
 
 
@@ -63,9 +69,25 @@ def image_prompt(tokenizer, text: str, n_images: int = 1) -> list[int]:
                                       + [{"type": "text", "text": text}]}])
 
 
+def interleaved_prompt(tokenizer, parts: list[str | None]) -> list[int]:
+    """A user turn of text parts and images (None), in order."""
+    from prompts.chat import encode_prompt
+
+    return encode_prompt(tokenizer, [{"role": "user", "content": [
+        {"type": "image"} if p is None else {"type": "text", "text": p} for p in parts]}])
+
+
 @pytest.fixture(scope="module")
 def requests(tokenizer, images):
-    return [GenRequest(image_prompt(tokenizer, f"Compute the expression {i}."), [im]) for i, im in enumerate(images)]
+    """1- and 2-image prompts of different sizes, for one engine call and one learner batch; the
+    last (the sync probe) has two images (3 rows, padded; 2 rows) with text between them."""
+    return [
+        GenRequest(image_prompt(tokenizer, "Compute the expression 0."), [images[0]]),
+        GenRequest(image_prompt(tokenizer, "Add the two expressions 1.", 2), [images[2], images[3]]),
+        GenRequest(image_prompt(tokenizer, "Compute the expression 2."), [images[1]]),
+        GenRequest(interleaved_prompt(tokenizer, [None, "Compare it with", None, "Which is larger, 3?"]),
+                   [images[5], images[4]]),
+    ]
 
 
 def test_packed_forward_with_images_equals_one_sample_at_a_time(ckpt, vision, tokenizer, images):
@@ -126,24 +148,40 @@ def mean_abs(a, b) -> float:
     return float(np.mean(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def sampled_gap(engine, learner, requests, seed: int) -> tuple[float, list]:
-    """Engine-sampled token log-probs vs the learner's recomputation of the same sequences."""
+def sampled_gap(engine, learner, requests, seed: int) -> tuple[float, dict[int, float], list]:
+    """Engine-sampled token log-probs vs the learner's recomputation of the same sequences (one
+    engine call, one learner call): mean |d| over all tokens, and by images per prompt."""
     gens = engine.generate(requests, SAMPLING.model_copy(update={"seed": seed}))
     seqs = [requests[g.prompt_index].prompt_token_ids + g.token_ids for g in gens]
     plens = [len(requests[g.prompt_index].prompt_token_ids) for g in gens]
     mine = learner.token_logprobs(seqs, plens, [requests[g.prompt_index].images for g in gens])
-    diffs = np.concatenate([np.abs(np.asarray(g.logprobs) - np.asarray(m)) for g, m in zip(gens, mine)])
-    return float(diffs.mean()), gens
+    diffs = [np.abs(np.asarray(g.logprobs) - np.asarray(m)) for g, m in zip(gens, mine)]
+    n_images = [len(requests[g.prompt_index].images) for g in gens]
+    by_images = {n: float(np.concatenate([d for d, k in zip(diffs, n_images) if k == n]).mean())
+                 for n in sorted(set(n_images))}
+    return float(np.concatenate(diffs).mean()), by_images, gens
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_engine_and_learner_agree_on_image_prompts(engines, learners, requests, vision, dtype):
-    gap, gens = sampled_gap(engines[dtype], learners[dtype], requests, seed=0)
+    # The batch mixes 1- and 2-image prompts, and image sizes (merged-token grids) differ.
+    assert sorted(len(r.images) for r in requests) == [1, 1, 2, 2]
+    grids = [vision.pixel_inputs([im])["image_grid_thw"][0].tolist() for r in requests for im in r.images]
+    assert len({tuple(g) for g in grids}) == len(grids), grids
+    gap, by_images, gens = sampled_gap(engines[dtype], learners[dtype], requests, seed=0)
     print(f"\n[VLM log-prob agreement {dtype}] mean |d| {gap:.2e} over {sum(len(g.token_ids) for g in gens)} "
-          f"sampled tokens, {len(gens)} sequences")
+          f"sampled tokens, {len(gens)} sequences; by images per prompt "
+          + ", ".join(f"{n}: {d:.2e}" for n, d in by_images.items()))
     assert len(gens) == len(requests) * SAMPLING.n
-    assert gap <= TOL[dtype]
+    assert gap <= TOL[dtype] and by_images[1] <= TOL[dtype] and by_images[2] <= TOL[dtype]
+    # The learner scored all of them in one packed forward: every image of the batch, at its own
+    # size, in one pixel tensor.
+    learner = learners[dtype]
+    samples = [Sample(g.prompt_token_ids + g.token_ids, [True] * (len(g.prompt_token_ids) + len(g.token_ids)), i,
+                      requests[g.prompt_index].images) for i, g in enumerate(gens)]
+    micro = pack_by_budget(samples, learner.tokens_per_microbatch, learner.row_tokens, learner.short_row_tokens)
+    assert len(micro) == 1 and len(micro[0].images) == SAMPLING.n * sum(len(r.images) for r in requests)
     # The engine's expanded prompt is the learner's expansion of the same prompt and image.
     for g in gens:
         req = requests[g.prompt_index]
@@ -163,9 +201,30 @@ def real_episodes(engine, requests, seed: int) -> list[Episode]:
 
 
 def probe(requests):
-    """Prompt + a fixed continuation, scored before and after each sync."""
+    """Prompt (the 2-image one) + a fixed continuation, scored before and after each sync."""
     r = requests[-1]
     return [r.prompt_token_ids + [40, 41, 42, 43, 44, 45, 46, 47]], [len(r.prompt_token_ids)], [r.images]
+
+
+@pytest.mark.integration
+def test_two_image_prompt_reads_both_images(engines, learners, requests, images):
+    """The probe's log-probs move when either of its two images is swapped for other pixels of the
+    same size (same ids), on both sides, and the sides still agree: neither drops an image nor
+    reads a stale one (vLLM's prefix and encoder caches key on the images)."""
+    engine, learner = engines["float32"], learners["float32"]
+    seqs, plens, [ims] = probe(requests)
+    assert ims == [images[5], images[4]] and images[7].size == images[5].size and images[6].size == images[4].size
+    variants = [ims, [ims[0], images[6]], [images[7], ims[1]]]  # as is, second swapped, first swapped
+    on_engine = engine.score(seqs * 3, plens * 3, variants)
+    on_learner = learner.token_logprobs(seqs * 3, plens * 3, variants)
+    agree = [mean_abs(e, m) for e, m in zip(on_engine, on_learner)]
+    moved_second = (mean_abs(on_engine[0], on_engine[1]), mean_abs(on_learner[0], on_learner[1]))
+    moved_first = (mean_abs(on_engine[0], on_engine[2]), mean_abs(on_learner[0], on_learner[2]))
+    print(f"\n[VLM 2-image probe fp32] engine vs learner {', '.join(f'{a:.2e}' for a in agree)}; swapping the "
+          f"second image moves engine {moved_second[0]:.3e} learner {moved_second[1]:.3e}, the first "
+          f"{moved_first[0]:.3e} / {moved_first[1]:.3e}")
+    assert max(agree) <= FP32_TOL
+    assert min(moved_second + moved_first) > 10 * FP32_TOL
 
 
 def params_by_part(learner) -> dict[str, float]:
@@ -183,8 +242,10 @@ def params_by_part(learner) -> dict[str, float]:
 def test_weight_sync_after_a_real_update_covers_tower_projector_and_experts(engines, learners, requests, dtype):
     engine, learner = engines[dtype], learners[dtype]
     seqs, plens, ims = probe(requests)
+    assert len(ims[0]) == 2
     before = engine.score(seqs, plens, ims)[0]
-    assert mean_abs(before, learner.token_logprobs(seqs, plens, ims)[0]) <= TOL[dtype]
+    agree_before = mean_abs(before, learner.token_logprobs(seqs, plens, ims)[0])
+    assert agree_before <= TOL[dtype]
     parts_before = params_by_part(learner)
 
     eps = real_episodes(engine, requests, seed=1)
@@ -202,11 +263,12 @@ def test_weight_sync_after_a_real_update_covers_tower_projector_and_experts(engi
     after_engine = engine.score(seqs, plens, ims)[0]
     after_learner = learner.token_logprobs(seqs, plens, ims)[0]
     moved, agree = mean_abs(after_engine, before), mean_abs(after_engine, after_learner)
-    print(f"\n[VLM weight sync {dtype}] {sync['tensors']:.0f} tensors in {sync['seconds']:.3f}s; probe moved "
-          f"{moved:.3e}; engine vs learner after sync {agree:.2e}")
+    gap, by_images, _ = sampled_gap(engine, learner, requests, seed=7)
+    print(f"\n[VLM weight sync {dtype}] {sync['tensors']:.0f} tensors in {sync['seconds']:.3f}s; 2-image probe "
+          f"moved {moved:.3e}; engine vs learner on it {agree_before:.2e} before sync, {agree:.2e} after; "
+          f"sampled after sync {gap:.2e} (1-image {by_images[1]:.2e}, 2-image {by_images[2]:.2e})")
     assert agree <= TOL[dtype] and moved > 10 * TOL[dtype]
-    gap, _ = sampled_gap(engine, learner, requests, seed=7)
-    assert gap <= TOL[dtype]
+    assert gap <= TOL[dtype] and by_images[1] <= TOL[dtype] and by_images[2] <= TOL[dtype]
 
 
 @pytest.mark.integration
