@@ -73,6 +73,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -82,7 +83,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prompts.schema import DataError
-from prompts.tag_core import EMPTY_THINK, RunStats, TagConfig, Tagger, count_types, excluded_type, print_summary, summarize
+from prompts.tag_core import EMPTY_THINK, RunStats, TagConfig, Tagger, excluded_type, print_summary, summarize
 from prompts.tag_domain import load_rules
 from prompts.tag_io import BadRow, TagOutput, load_rows
 from rl.configio import ConfigError, load_config
@@ -127,17 +128,10 @@ def _resolved(cfg: TagConfig, tokenizer: Any, rule_names: list[str]) -> TagConfi
 
 
 def _settings(cfg: TagConfig) -> dict[str, Any]:
-    """The `TAGGED_WITH` keys of `cfg` as {"section.key": value}."""
-    flat: dict[str, Any] = {}
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[prefix + k] = v
-
-    walk(cfg.model_dump(mode="json", include=TAGGED_WITH), "")
+    """The `TAGGED_WITH` keys of `cfg` as {"key" or "section.key": value} (sections are one level deep)."""
+    dump = cfg.model_dump(mode="json", include=TAGGED_WITH)
+    flat = {k: v for k, v in dump.items() if not isinstance(v, dict)}
+    flat.update({f"{k}.{sub}": x for k, v in dump.items() if isinstance(v, dict) for sub, x in v.items()})
     return flat
 
 
@@ -217,7 +211,8 @@ def _usable_rows(good: list, bad: list, tagger: Tagger, cfg: TagConfig) -> list:
         where, row = with_images[0]
         raise DataError(f"{where}: row {row.id!r} has images, but --model {cfg.model} is a text-only checkpoint "
                         f"(no vision_config in its config.json); {len(with_images)} of {len(good)} rows have images. "
-                        "Tag them with a vision-language checkpoint, or set run.on_bad_row=skip to tag the text rows only")
+                        "Tag them with a vision-language checkpoint, or set run.on_bad_row=skip to tag the text rows "
+                        "only")
     usable = []
     for where, row in good:
         n_images = len(row.images())
@@ -275,15 +270,12 @@ def _tag_chunks(tagger: Tagger, todo: list[list], output: TagOutput, stats: RunS
     """Tag each chunk and append its rows (guessable ones apart with `drop_guessable`) as it finishes."""
     t_start = time.perf_counter()
     for chunk in todo:
-        rows_out, timing = tagger.tag(chunk)
+        rows_out = tagger.tag(chunk, stats)
         keep = [r for r in rows_out if not (drop_guessable and r["metadata"].get("guessable"))]
         drop = [r for r in rows_out if drop_guessable and r["metadata"].get("guessable")]
         output.append(keep, drop)
-        stats.tagged_now += len(rows_out)
-        stats.generate_s += timing.generate_s
-        stats.verify_s += timing.verify_s
-        stats.other_s += timing.other_s
-        stats.tag_wall_s = time.perf_counter() - t_start
+        stats.tagged += len(rows_out)
+        stats.wall_s = time.perf_counter() - t_start
         progress.advance(len(rows_out))
 
 
@@ -314,10 +306,9 @@ def run(cfg: TagConfig, backend: Any = None) -> dict[str, Any]:
         if cfg.run.on_bad_row == "fail":
             raise DataError(f"{len(bad)} bad row(s) in {cfg.input} (listed above); fix them, map the fields "
                             "(fields.prompt_field/answer_field/id_field/answer_format), or set run.on_bad_row=skip")
-    types = tuple(cfg.exclude_types)
-    excluded = [t for t in (excluded_type(r, types) for r in usable) if t] if types else []
-    usable = [r for r in usable if not (types and excluded_type(r, types))]
-    stats.excluded = count_types(excluded)
+    kinds = [excluded_type(r, cfg.exclude_types) for r in usable]
+    stats.excluded = dict(sorted(Counter(k for k in kinds if k).items()))
+    usable = [r for r, k in zip(usable, kinds) if not k]
 
     settings = _settings(cfg)
     if cfg.run.overwrite:

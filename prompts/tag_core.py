@@ -1,4 +1,5 @@
-"""What the tagging CLI computes for a chunk of prompts, and the end-of-run summary.
+"""The tagging CLI's config (`TagConfig`), what it computes for a chunk of prompts, and the
+end-of-run summary.
 
 Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
 
@@ -11,7 +12,7 @@ Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
   by how long their right answers run.
 - hack-proneness: N answer-only tries (the question in an "answer only" template, plus a
   prefilled empty think block for models that think), scored by the same verifier; metadata
-  `guess_tries`, `guess_hits`, `guessable` (= guess_hits >= guess_min_hits; k1.5 drops a prompt
+  `guess_tries`, `guess_hits`, `guessable` (= guess_hits >= guess.min_hits; k1.5 drops a prompt
   the model answers right "within N attempts" without CoT, N = 8).
 - domain: see prompts/tag_domain.py; metadata `domain_source`.
 
@@ -36,9 +37,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,7 +199,7 @@ def bucket_label(b: int, thresholds: Sequence[float]) -> str:
     return f"[{lo:g}, {hi:g}" + ("]" if b == 1 else ")")
 
 
-def excluded_type(row: PromptRow, types: tuple[str, ...]) -> str | None:
+def excluded_type(row: PromptRow, types: Sequence[str]) -> str | None:
     """Which of the excluded row types this row is (k1.5 §2.1 leaves these out: a multiple-choice
     or true/false answer is guessed by chance, a proof cannot be checked by a rule)."""
     if "multiple_choice" in types and (
@@ -252,13 +253,6 @@ class Encoded:
         return max(self.sample_len(), self.guess_len(), len(self.classify or ()))
 
 
-@dataclass
-class ChunkTiming:
-    generate_s: float = 0.0
-    verify_s: float = 0.0
-    other_s: float = 0.0
-
-
 class Tagger:
     """Tags chunks of rows with a `Scorer` and a generation backend: anything with
     `generate(requests, SamplingConfig) -> list[Generation]` (`VLLMEngine`, `EngineGroup`). Every
@@ -298,8 +292,9 @@ class Tagger:
             extra = self.vision.expanded_len(sample, images) - len(sample)
         return Encoded(sample, guess, classify, extra)
 
-    def tag(self, rows: list[PromptRow]) -> tuple[list[dict], ChunkTiming]:
-        s, g, d, t = self.cfg.sampling, self.cfg.guess, self.cfg.domain, ChunkTiming()
+    def tag(self, rows: list[PromptRow], t: RunStats) -> list[dict]:
+        """The rows tagged (as dicts to write); the time each part took is added to `t`."""
+        s, g, d = self.cfg.sampling, self.cfg.guess, self.cfg.domain
         t0 = time.perf_counter()
         images = [row_images(r) if r.has_images() else [] for r in rows]  # one list per row: pickled once
         enc = [self.encode_row(r, ims) for r, ims in zip(rows, images)]
@@ -313,7 +308,8 @@ class Tagger:
                                    max_tokens=min(s.max_tokens, budget - e.sample_len()), temperature=s.temperature,
                                    top_p=s.top_p, seed=derive_seed(s.seed, row.id, "sample")))
             if per == 2:
-                jobs.append(GenRequest(list(e.guess), ims, n=g.tries, max_tokens=min(g.max_tokens, budget - e.guess_len()),
+                jobs.append(GenRequest(list(e.guess), ims, n=g.tries,
+                                       max_tokens=min(g.max_tokens, budget - e.guess_len()),
                                        temperature=g.temperature, top_p=1.0,
                                        seed=derive_seed(s.seed, row.id, "guess")))
         domains = [known_domain(r, d.keys) for r in rows]
@@ -327,7 +323,7 @@ class Tagger:
 
         t0 = time.perf_counter()
         outs = by_request(self.backend.generate(jobs, SamplingConfig()), len(jobs))
-        t.generate_s = time.perf_counter() - t0
+        t.generate_s += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         score_rows: list[PromptRow] = []
@@ -344,7 +340,7 @@ class Tagger:
         for j in range(classify_at):
             scores.append(flat[pos : pos + len(outs[j])])
             pos += len(outs[j])
-        t.verify_s = time.perf_counter() - t0
+        t.verify_s += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         result = []
@@ -381,7 +377,7 @@ class Tagger:
             PromptRow.model_validate(out)  # what we write must load as a prompt row
             out_rows.append(out)
         t.other_s += time.perf_counter() - t0
-        return out_rows, t
+        return out_rows
 
 
 # -- summary -----------------------------------------------------------------------------------
@@ -393,10 +389,10 @@ class RunStats:
     bad_rows: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     already_done: int = 0
-    tagged_now: int = 0
+    tagged: int = 0
     images: int = 0  # images in the prompts tagged this run (each decoded and sent to the engine)
     engine_start_s: float = 0.0
-    tag_wall_s: float = 0.0  # from the first chunk to the last, engine start excluded
+    wall_s: float = 0.0  # from the first chunk to the last, engine start excluded
     generate_s: float = 0.0
     verify_s: float = 0.0
     other_s: float = 0.0
@@ -406,17 +402,10 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     """Spearman's rank correlation (ties get average ranks); None when either side is constant."""
 
     def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=v.__getitem__)
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2 + 1
-            i = j + 1
-        return r
+        at: dict[float, list[int]] = defaultdict(list)  # value -> its 1-based places in sorted order
+        for i, x in enumerate(sorted(v), start=1):
+            at[x].append(i)
+        return [sum(at[x]) / len(at[x]) for x in v]
 
     rx, ry = ranks(x), ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
@@ -427,13 +416,13 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 def summarize(kept: list[dict], dropped: list[dict], thresholds: list[float], st: RunStats) -> dict[str, Any]:
     rows = kept + dropped
-    by_bucket: dict[int, list[float]] = defaultdict(list)
-    by_domain: dict[str, list[float]] = defaultdict(list)
-    by_verifier: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        by_bucket[int(r["difficulty"])].append(r["pass_rate"])
-        by_domain[str(r.get("domain"))].append(r["pass_rate"])
-        by_verifier[str(r.get("verifier", "math"))].append(r["pass_rate"])
+
+    def by(key: Any) -> list[tuple[Any, dict[str, Any]]]:  # (group, its count and mean pass rate), sorted
+        groups: dict[Any, list[float]] = defaultdict(list)
+        for r in rows:
+            groups[key(r)].append(r["pass_rate"])
+        return [(k, {"count": len(v), "mean_pass_rate": sum(v) / len(v)}) for k, v in sorted(groups.items())]
+
     rates = [r["pass_rate"] for r in rows]
     guess = [r for r in rows if (r.get("metadata") or {}).get("guessable")]
     work = st.generate_s + st.verify_s + st.other_s
@@ -448,29 +437,14 @@ def summarize(kept: list[dict], dropped: list[dict], thresholds: list[float], st
         "guessable": len(guess),
         # agreement with a known label: should be clearly negative (harder -> lower pass rate)
         "spearman_pass_rate_vs_known_difficulty": None if rho is None else {"rho": rho, "n": len(known)},
-        "buckets": {
-            str(b): {"pass_rate_range": bucket_label(b, thresholds), "count": len(v), "mean_pass_rate": sum(v) / len(v)}
-            for b, v in sorted(by_bucket.items())
-        },
-        "domains": {
-            d: {"count": len(v), "mean_pass_rate": sum(v) / len(v)}
-            for d, v in sorted(by_domain.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-        },
+        "buckets": {str(b): {"pass_rate_range": bucket_label(b, thresholds), **v}
+                    for b, v in by(lambda r: int(r["difficulty"]))},
+        "domains": dict(sorted(by(lambda r: str(r.get("domain"))), key=lambda kv: -kv[1]["count"])),  # stable
         # rows scored by each verifier (the row's `verifier` picks it in rl.rewards)
-        "verifiers": {k: {"count": len(v), "mean_pass_rate": sum(v) / len(v)} for k, v in sorted(by_verifier.items())},
+        "verifiers": dict(by(lambda r: str(r.get("verifier", "math")))),
         "this_run": {
-            "input_rows": st.input_rows,
-            "bad_rows": st.bad_rows,
-            "excluded": st.excluded,
-            "already_done": st.already_done,
-            "tagged": st.tagged_now,
-            "images": st.images,
-            "engine_start_s": round(st.engine_start_s, 2),
-            "wall_s": round(st.tag_wall_s, 2),
-            "prompts_per_s": round(st.tagged_now / st.tag_wall_s, 3) if st.tag_wall_s > 0 else None,
-            "generate_s": round(st.generate_s, 2),
-            "verify_s": round(st.verify_s, 2),
-            "other_s": round(st.other_s, 2),
+            **{k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(st).items()},
+            "prompts_per_s": round(st.tagged / st.wall_s, 3) if st.wall_s > 0 else None,
             "generate_share": round(st.generate_s / work, 3) if work > 0 else None,
             "verify_share": round(st.verify_s / work, 3) if work > 0 else None,
         },
@@ -518,7 +492,3 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         )
     for ln in lines:
         console.print(ln, soft_wrap=True, highlight=False, markup=False)
-
-
-def count_types(labels: list[str]) -> dict[str, int]:
-    return dict(sorted(Counter(labels).items()))

@@ -7,7 +7,7 @@ Order for each row (the first that gives a value wins; metadata["domain_source"]
                        category; MATH's `type` is e.g. "Counting & Probability")
     3. "rules":        the first rule whose regex matches the question (`domain.fallback: rules`)
        "model":        the checkpoint itself, asked to name one label (`domain.fallback: model`)
-    4. "default":      `default_domain` ("other")
+    4. "default":      `domain.default` ("other")
 
 A rule file (`domain.rules`, YAML or JSON) is an ordered list, first match wins:
 

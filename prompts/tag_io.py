@@ -170,17 +170,11 @@ def _answer(value: Any, fmt: str) -> tuple[str, str]:
 
 
 def _level(value: Any) -> Any:
-    """An int from a label like 3, "3" or "Level 3"; anything else is kept as it is."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
+    """An int from a label like 3, 3.0, "3" or "Level 3"; anything else is kept as it is."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\D*?(-?\d+)\D*", value.strip())
-        if m:
-            return int(m.group(1))
+    if isinstance(value, str) and (m := re.fullmatch(r"\D*?(-?\d+)\D*", value.strip())):
+        return int(m.group(1))
     return value
 
 

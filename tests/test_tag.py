@@ -220,6 +220,15 @@ def test_bad_flags_are_errors(tmp_path, tokdir, capsys):
     assert "not a checkpoint directory" in capsys.readouterr().err
 
 
+def test_config_file_and_shorthands(tmp_path, tokdir, capsys):
+    demo = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tag_demo.yaml"
+    cfg = tag.parse_args(["--config", str(demo), "--model", str(tokdir), "--set", "sampling.samples=3"])
+    assert (cfg.model, cfg.engine.model, cfg.output) == (str(tokdir), str(tokdir), "data/arith/train.tagged.jsonl")
+    assert (cfg.sampling.samples, cfg.sampling.max_tokens, cfg.engine.max_model_len) == (3, 480, 1024)
+    assert tag.main(["--config", str(demo), "--model", str(tokdir), "--set", "sampling.k=3"]) == 2
+    assert "unknown key 'sampling.k'" in capsys.readouterr().err
+
+
 # -- what gets written -------------------------------------------------------------------------
 
 
@@ -280,7 +289,8 @@ def test_same_tags_for_any_chunking(tmp_path, tokdir):
     outs = []
     for cs in ("1", "5", "64"):
         out = tmp_path / f"out{cs}.jsonl"
-        tag.run(args_for(tokdir, inp, out, "sampling.samples=6", f"run.chunk_size={cs}"), backend=FakeBackend(_tok(tokdir)))
+        tag.run(args_for(tokdir, inp, out, "sampling.samples=6", f"run.chunk_size={cs}"),
+                backend=FakeBackend(_tok(tokdir)))
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
     other = tmp_path / "seed9.jsonl"
@@ -348,7 +358,8 @@ def test_parquet_and_datasets_io(tmp_path, tokdir):
     tag.run(args_for(tokdir, tmp_path / "in.parquet", ref, "fields.prompt_field=question"),
             backend=FakeBackend(_tok(tokdir)))
     out = tmp_path / "out.parquet"
-    tag.run(args_for(tokdir, tmp_path / "saved", out, "fields.prompt_field=question"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, tmp_path / "saved", out, "fields.prompt_field=question"),
+            backend=FakeBackend(_tok(tokdir)))
     assert not (tmp_path / "out.parquet.partial.jsonl").exists()
     got, want = read_output(out), read_output(ref)
     assert [r["id"] for r in got] == [r["id"] for r in want]
@@ -450,7 +461,8 @@ def test_known_difficulty_from_another_field():
 def test_require_think_stops_bare_numbers_from_passing():
     row = PromptRow.model_validate({"id": "x", "prompt": [{"role": "user", "content": "q"}], "answer": "2"})
     texts = ["noise 2", "<think>\nhm\n</think>\n\\boxed{2}"]
-    with Scorer(VerifierConfig(num_workers=1)) as lenient, Scorer(VerifierConfig(num_workers=1, require_think=True)) as strict:
+    cfg = VerifierConfig(num_workers=1)
+    with Scorer(cfg) as lenient, Scorer(cfg.model_copy(update={"require_think": True})) as strict:
         assert lenient.score([row, row], texts) == [1.0, 1.0]  # the verifier's last-number fallback
         assert strict.score([row, row], texts) == [0.0, 1.0]
 

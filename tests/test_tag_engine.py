@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-ENGINE_FLAGS = ["--set", "engine.max_model_len=512", "--set", "engine.kv_cache_gib=0.25", "--set", "sampling.max_tokens=24"]
+ENGINE_FLAGS = ["--set", "engine.max_model_len=512", "--set", "engine.kv_cache_gib=0.25",
+                "--set", "sampling.max_tokens=24"]
 
 
 def build_oracle_checkpoint(out_dir: Path) -> Path:
@@ -187,7 +188,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, oracle, backen
     part = tmp_path / "part.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "killed.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "prompts.tag", *cli(oracle, inp, part, *flags), "--set", "run.progress=false"],
+    argv = [*cli(oracle, inp, part, *flags), "--set", "run.progress=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "prompts.tag", *argv],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
