@@ -50,11 +50,9 @@ and a re-run that changes one is refused unless `run.overwrite`. Per-prompt seed
 (`sampling.seed`, prompt id), so an interrupted-and-resumed run writes what an uninterrupted one
 does. Parquet output is written at the end from a JSONL progress file (`<output>.partial.jsonl`).
 
-Image prompts (issue 9): rows whose messages hold image parts ({"type": "image", "image": path or
-bytes}) are tagged by a vision-language checkpoint (`rl.vision.load_vision`); every image is
-decoded when the input is read, the samples and answer-only tries see the images, lengths count
-the expanded placeholders, and the engine never samples media tokens. A text-only --model with
-image rows stops before any engine starts (`run.on_bad_row` skip: those rows are skipped). E.g.
+Image prompts (issue 9; image parts {"type": "image", "image": path or bytes}) are tagged by a
+vision-language checkpoint (`rl.vision.load_vision`; details in prompts/tag_core.py). A text-only
+--model with image rows stops before any engine starts (`run.on_bad_row` skip: they are skipped). E.g.
 
     python -m prompts.mathv --input DATA/mathv/testmini.jsonl --output mathv.jsonl
     thinkrl-tag --model VLM_CKPT --input mathv.jsonl --output mathv.tagged.jsonl

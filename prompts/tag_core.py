@@ -116,7 +116,7 @@ class DomainSection(_Strict):
                                                          "or ask the checkpoint to pick a label")
     rules: str | None = Field(None, description="YAML/JSON rule file (None: the built-in rules)")
     labels: list[str] = Field([], description="Labels for fallback model (empty: the rule set's domains)")
-    default: str = "other"
+    default: str = Field("other", description="The domain of a row nothing else gives one")
     max_tokens: int = Field(16, ge=1, description="Reply budget of the model classifier")
 
 
@@ -136,8 +136,8 @@ class EnginesSection(_Strict):
     """More than one engine: Ray actors, prompts sharded over them (the names of rl.config.RolloutConfig)."""
 
     num_engines: int = Field(1, ge=1, description="vLLM engines; > 1 runs them as Ray actors")
-    actor_num_cpus: float = Field(1.0, gt=0)
-    actor_num_gpus: float = Field(0.0, ge=0)
+    actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per engine actor")
+    actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per engine actor")
     timeout_s: float = Field(3600.0, gt=0, description="Seconds one chunk may take on Ray engines")
     ray_address: str | None = Field(None, description="Ray cluster to join (None: start a local one)")
 

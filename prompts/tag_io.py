@@ -322,8 +322,8 @@ class TagOutput:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for p in (self.path, self.progress, self.dropped):
-                if p is not None and p.exists():
-                    p.unlink()
+                if p is not None:
+                    p.unlink(missing_ok=True)
         if self.parquet and self.path.exists() and not self.progress.exists():
             import pyarrow.parquet as pq  # pyarrow: only for Parquet files
 
@@ -331,9 +331,7 @@ class TagOutput:
 
     def load_done(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(kept rows, dropped rows) already written by earlier runs."""
-        kept = _read_progress(self.progress)
-        dropped = _read_progress(self.dropped) if self.dropped else []
-        return kept, dropped
+        return _read_progress(self.progress), (_read_progress(self.dropped) if self.dropped else [])
 
     def read_all(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(kept rows, dropped rows) after `finalize`."""
