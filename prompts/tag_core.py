@@ -1,4 +1,5 @@
-"""What the tagging CLI computes for a chunk of prompts, and the end-of-run summary.
+"""The tagging CLI's config (`TagConfig`), what it computes for a chunk of prompts, and the
+end-of-run summary.
 
 Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
 
@@ -11,7 +12,7 @@ Per prompt (k1.5 §2.1; the samplers of §2.3.4 use the pass rate):
   by how long their right answers run.
 - hack-proneness: N answer-only tries (the question in an "answer only" template, plus a
   prefilled empty think block for models that think), scored by the same verifier; metadata
-  `guess_tries`, `guess_hits`, `guessable` (= guess_hits >= guess_min_hits; k1.5 drops a prompt
+  `guess_tries`, `guess_hits`, `guessable` (= guess_hits >= guess.min_hits; k1.5 drops a prompt
   the model answers right "within N attempts" without CoT, N = 8).
 - domain: see prompts/tag_domain.py; metadata `domain_source`.
 
@@ -36,19 +37,24 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.table import Table
 
 from prompts.chat import render_chat
 from prompts.images import row_images
 from prompts.schema import PromptRow
-from prompts.tag_domain import Rule, classifier_messages, known_domain, parse_label, rule_domain
+from prompts.tag_domain import DEFAULT_DOMAIN_KEYS, Rule, classifier_messages, known_domain, parse_label, rule_domain
+from prompts.tag_io import FieldMap, same_file
 from rl.length_stats import percentile
 from rl.rewards.scores import is_correct
-from rollout.engine import GenRequest, SamplingConfig, by_request
+from rl.rewards import VerifierConfig
+from rollout.engine import EngineConfig, GenRequest, SamplingConfig, by_request
 
 EXCLUDE_TYPES = ("multiple_choice", "true_false", "proof")
 GUESS_TEMPLATE = (
@@ -64,49 +70,136 @@ def derive_seed(seed: int, prompt_id: str, purpose: str) -> int:
     return int.from_bytes(h.digest(), "little") % _SEED_SPACE
 
 
-@dataclass(frozen=True)
-class TagSettings:
-    """Everything that changes a row's tags; recorded next to the output and checked on resume."""
-
-    model: str
-    dtype: str = "bfloat16"
-    max_model_len: int = 2048
-    samples: int = 10
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 1024
-    seed: int = 0
-    thresholds: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
-    guess_tries: int = 8
-    guess_template: str = GUESS_TEMPLATE
-    guess_prefill: str = EMPTY_THINK
-    guess_max_tokens: int = 32
-    guess_temperature: float = 1.0
-    guess_min_hits: int = 1
-    domain_keys: tuple[str, ...] = ("type", "subject", "category")
-    domain_fallback: str = "rules"  # "rules" | "model" | "none"
-    domain_rules: str = "built-in"  # path of the rule file, or "built-in"
-    domain_labels: tuple[str, ...] = ()
-    default_domain: str = "other"
-    domain_max_tokens: int = 16
-    require_think: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-def bucket_of(pass_rate: float, thresholds: tuple[float, ...]) -> int:
+class SamplingSection(_Strict):
+    """The k samples that measure a prompt's pass rate."""
+
+    samples: int = Field(10, ge=1, description="k samples per prompt")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1, description="Response token budget per sample")
+    seed: int = Field(0, description="Run seed; each prompt's seeds derive from (seed, prompt id)")
+    thresholds: list[float] = Field([0.8, 0.6, 0.4, 0.2], description="Pass-rate cut points (sorted high to low): "
+                                    "difficulty = 1 + how many the pass rate is below")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _high_to_low(cls, v: list[float]) -> list[float]:
+        v = sorted(v, reverse=True)
+        if not v or any(not 0.0 < t <= 1.0 for t in v) or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct pass rates in (0, 1], got {v}")
+        return v
+
+
+class GuessSection(_Strict):
+    """The hack-prone filter: answer-only tries, no reasoning (k1.5 §2.1)."""
+
+    tries: int = Field(8, ge=0, description="Answer-only tries per prompt (0: no filter)")
+    template: str = Field(GUESS_TEMPLATE, description="The last user message; '{question}' marks the question")
+    prefill: str = Field("auto", description="Start of the assistant turn; auto: an empty <think></think> block "
+                         "when the tokenizer has a </think> token, else nothing")
+    max_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    min_hits: int = Field(1, ge=1, description="Correct guesses that make a prompt guessable")
+    drop: bool = Field(False, description="Write guessable prompts to <output stem>.guessable.jsonl, not the output")
+
+
+class DomainSection(_Strict):
+    """Where a row's domain comes from (prompts/tag_domain.py)."""
+
+    keys: list[str] = Field(list(DEFAULT_DOMAIN_KEYS), description="Metadata keys that hold a domain "
+                            "(after the row's own `domain`)")
+    fallback: Literal["rules", "model", "none"] = Field("rules", description="For rows without one: regex rules, "
+                                                         "or ask the checkpoint to pick a label")
+    rules: str | None = Field(None, description="YAML/JSON rule file (None: the built-in rules)")
+    labels: list[str] = Field([], description="Labels for fallback model (empty: the rule set's domains)")
+    default: str = Field("other", description="The domain of a row nothing else gives one")
+    max_tokens: int = Field(16, ge=1, description="Reply budget of the model classifier")
+
+
+class RunSection(_Strict):
+    """How this run goes; none of it changes a row's tags."""
+
+    limit: int | None = Field(None, ge=1, description="Only the first N usable rows of the input")
+    on_bad_row: Literal["fail", "skip"] = Field("fail", description="Rows without a usable prompt/answer/id are "
+                                                "listed (file:line); then stop, or skip them")
+    overwrite: bool = Field(False, description="Start over instead of resuming an existing output")
+    chunk_size: int = Field(64, ge=1, description="Prompts per engine call and per output append")
+    progress: bool = Field(True, description="A progress bar on a terminal (else a log line per chunk)")
+    summary_json: str | None = Field(None, description="Also write the summary to this file")
+
+
+class EnginesSection(_Strict):
+    """More than one engine: Ray actors, prompts sharded over them (the names of rl.config.RolloutConfig)."""
+
+    num_engines: int = Field(1, ge=1, description="vLLM engines; > 1 runs them as Ray actors")
+    actor_num_cpus: float = Field(1.0, gt=0, description="Ray CPU request per engine actor")
+    actor_num_gpus: float = Field(0.0, ge=0, description="Ray GPU request per engine actor")
+    timeout_s: float = Field(3600.0, gt=0, description="Seconds one chunk may take on Ray engines")
+    ray_address: str | None = Field(None, description="Ray cluster to join (None: start a local one)")
+
+
+class TagConfig(_Strict):
+    """The tagging CLI's config (prompts/tag.py; experiments/configs/tag_demo.yaml)."""
+
+    model: str = Field(description="HF checkpoint directory; engine.model is set to it")
+    input: str = Field(description="JSONL / JSON-lines / parquet / csv, or a datasets save_to_disk directory")
+    output: str = Field(description="Output .jsonl or .parquet (never the input)")
+    split: str | None = Field(None, description="Split of a saved DatasetDict")
+    fields: FieldMap = Field(FieldMap(), description="Input field names and answer format (prompts/tag_io.py)")
+    sampling: SamplingSection = SamplingSection()
+    guess: GuessSection = GuessSection()
+    domain: DomainSection = DomainSection()
+    exclude_types: list[str] = Field([], description=f"Row types to leave out: {', '.join(EXCLUDE_TYPES)}")
+    engine: EngineConfig = Field(description="The vLLM engine (rollout.engine.EngineConfig)")
+    engines: EnginesSection = EnginesSection()
+    verifier: VerifierConfig = Field(VerifierConfig(), description="The verifier pool (rl.rewards.VerifierConfig)")
+    run: RunSection = RunSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_model(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(eng := raw.get("engine") or {}, dict):
+            if "model" in eng:
+                raise ValueError("engine.model: set the checkpoint as `model`")
+            raw = {**raw, "engine": {**eng, "model": raw.get("model", "")}}
+        return raw
+
+    @field_validator("exclude_types")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        if unknown := set(v) - set(EXCLUDE_TYPES):
+            raise ValueError(f"unknown {sorted(unknown)}; choose from {', '.join(EXCLUDE_TYPES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _paths(self) -> TagConfig:
+        if self.guess.drop and self.guess.tries == 0:
+            raise ValueError("guess.drop needs guess.tries > 0")
+        if not (Path(self.model) / "config.json").is_file():
+            raise ValueError(f"model {self.model}: not a checkpoint directory (no config.json)")
+        if same_file(self.input, self.output):
+            raise ValueError(f"output {self.output} is the input file; write the tagged set to a new path")
+        if Path(self.output).suffix not in (".jsonl", ".json", ".parquet"):
+            raise ValueError(f"output must end in .jsonl, .json or .parquet, got {Path(self.output).name!r}")
+        return self
+
+
+def bucket_of(pass_rate: float, thresholds: Sequence[float]) -> int:
     """1 + the number of thresholds the pass rate falls below (thresholds sorted high to low)."""
     return 1 + sum(pass_rate < t for t in thresholds)
 
 
-def bucket_label(b: int, thresholds: tuple[float, ...]) -> str:
+def bucket_label(b: int, thresholds: Sequence[float]) -> str:
     hi = 1.0 if b == 1 else thresholds[b - 2]
     lo = 0.0 if b > len(thresholds) else thresholds[b - 1]
     return f"[{lo:g}, {hi:g}" + ("]" if b == 1 else ")")
 
 
-def excluded_type(row: PromptRow, types: tuple[str, ...]) -> str | None:
+def excluded_type(row: PromptRow, types: Sequence[str]) -> str | None:
     """Which of the excluded row types this row is (k1.5 §2.1 leaves these out: a multiple-choice
     or true/false answer is guessed by chance, a proof cannot be checked by a rule)."""
     if "multiple_choice" in types and (
@@ -160,21 +253,14 @@ class Encoded:
         return max(self.sample_len(), self.guess_len(), len(self.classify or ()))
 
 
-@dataclass
-class ChunkTiming:
-    generate_s: float = 0.0
-    verify_s: float = 0.0
-    other_s: float = 0.0
-
-
 class Tagger:
     """Tags chunks of rows with a `Scorer` and a generation backend: anything with
     `generate(requests, SamplingConfig) -> list[Generation]` (`VLLMEngine`, `EngineGroup`). Every
     request sets all it samples with, so the call's `SamplingConfig` is never read."""
 
-    def __init__(self, backend: Any, scorer: Any, tokenizer: Any, s: TagSettings, rules: list[Rule],
+    def __init__(self, backend: Any, scorer: Any, tokenizer: Any, cfg: TagConfig, rules: list[Rule],
                  vision: Any = None):
-        self.backend, self.scorer, self.tok, self.s, self.rules = backend, scorer, tokenizer, s, rules
+        self.backend, self.scorer, self.tok, self.cfg, self.rules = backend, scorer, tokenizer, cfg, rules
         self.vision = vision  # `rl.vision.VisionIO` of a VLM checkpoint, None for a text-only one
 
     def encode(self, messages: list[dict[str, Any]], prefill: str = "") -> tuple[int, ...]:
@@ -185,12 +271,12 @@ class Tagger:
         `images`: the row's decoded images (decoded here when None). Raises ValueError, naming the
         row, when it has images and the checkpoint is text-only, or placeholders and images do not
         pair up."""
-        s = self.s
+        g, d = self.cfg.guess, self.cfg.domain
         sample = self.encode(row.chat())
-        guess = self.encode(guess_messages(row, s.guess_template), s.guess_prefill) if s.guess_tries else None
+        guess = self.encode(guess_messages(row, g.template), g.prefill) if g.tries else None
         classify = None
-        if s.domain_fallback == "model" and known_domain(row, s.domain_keys)[0] is None:
-            classify = self.encode(classifier_messages(row.question(), list(s.domain_labels)))
+        if d.fallback == "model" and known_domain(row, d.keys)[0] is None:
+            classify = self.encode(classifier_messages(row.question(), d.labels))
         extra = 0
         if row.has_images():
             if self.vision is None:
@@ -206,45 +292,45 @@ class Tagger:
             extra = self.vision.expanded_len(sample, images) - len(sample)
         return Encoded(sample, guess, classify, extra)
 
-    def tag(self, rows: list[PromptRow]) -> tuple[list[dict], ChunkTiming]:
-        s, t = self.s, ChunkTiming()
+    def tag(self, rows: list[PromptRow], t: RunStats) -> list[dict]:
+        """The rows tagged (as dicts to write); the time each part took is added to `t`."""
+        s, g, d = self.cfg.sampling, self.cfg.guess, self.cfg.domain
         t0 = time.perf_counter()
         images = [row_images(r) if r.has_images() else [] for r in rows]  # one list per row: pickled once
         enc = [self.encode_row(r, ims) for r, ims in zip(rows, images)]
-        budget = s.max_model_len
+        budget = self.cfg.engine.max_model_len
         # Row i's sample job, then its guess job (per = 2), so that engines splitting the call into
         # contiguous shards of equal request counts (EngineGroup) get equal shares of both kinds.
-        per = 2 if s.guess_tries > 0 else 1
+        per = 2 if g.tries > 0 else 1
         jobs: list[GenRequest] = []
         for row, e, ims in zip(rows, enc, images):
             jobs.append(GenRequest(list(e.sample), ims, n=s.samples,
                                    max_tokens=min(s.max_tokens, budget - e.sample_len()), temperature=s.temperature,
                                    top_p=s.top_p, seed=derive_seed(s.seed, row.id, "sample")))
             if per == 2:
-                jobs.append(GenRequest(list(e.guess), ims, n=s.guess_tries,
-                                       max_tokens=min(s.guess_max_tokens, budget - e.guess_len()),
-                                       temperature=s.guess_temperature, top_p=1.0,
+                jobs.append(GenRequest(list(e.guess), ims, n=g.tries,
+                                       max_tokens=min(g.max_tokens, budget - e.guess_len()),
+                                       temperature=g.temperature, top_p=1.0,
                                        seed=derive_seed(s.seed, row.id, "guess")))
-        domains = [known_domain(r, s.domain_keys) for r in rows]
+        domains = [known_domain(r, d.keys) for r in rows]
         classify = [i for i, e in enumerate(enc) if e.classify is not None]
         classify_at = len(jobs)
-        labels = list(s.domain_labels)
         for i in classify:
             c = enc[i].classify
-            jobs.append(GenRequest(list(c), n=1, max_tokens=min(s.domain_max_tokens, budget - len(c)), temperature=0.0,
+            jobs.append(GenRequest(list(c), n=1, max_tokens=min(d.max_tokens, budget - len(c)), temperature=0.0,
                                    top_p=1.0, seed=0))
         t.other_s += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         outs = by_request(self.backend.generate(jobs, SamplingConfig()), len(jobs))
-        t.generate_s = time.perf_counter() - t0
+        t.generate_s += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         score_rows: list[PromptRow] = []
         texts: list[str] = []
         finish: list[str] = []
         for j in range(classify_at):
-            prefix = s.guess_prefill if j % per else ""
+            prefix = g.prefill if j % per else ""
             for smp in outs[j]:
                 score_rows.append(rows[j // per])
                 texts.append(prefix + smp.text)
@@ -254,7 +340,7 @@ class Tagger:
         for j in range(classify_at):
             scores.append(flat[pos : pos + len(outs[j])])
             pos += len(outs[j])
-        t.verify_s = time.perf_counter() - t0
+        t.verify_s += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         result = []
@@ -269,20 +355,20 @@ class Tagger:
             meta["correct_len_mean"] = round(sum(ok_len) / len(ok_len), 3) if ok_len else None
             meta["correct_len_p90"] = round(percentile(ok_len, 90), 3) if ok_len else None
             if per == 2:
-                g = sum(is_correct(x) for x in scores[i * per + 1])
-                meta.update(guess_tries=len(outs[i * per + 1]), guess_hits=g, guessable=g >= s.guess_min_hits)
+                hits = sum(is_correct(x) for x in scores[i * per + 1])
+                meta.update(guess_tries=len(outs[i * per + 1]), guess_hits=hits, guessable=hits >= g.min_hits)
             result.append((row, sum(is_correct(x) for x in sc) / max(1, n), meta))
         for j, i in enumerate(classify):
-            label = parse_label(outs[classify_at + j][0].text, labels)
+            label = parse_label(outs[classify_at + j][0].text, d.labels)
             domains[i] = (label, "model") if label else (None, "")
         out_rows = []
         for i, (row, rate, meta) in enumerate(result):
             dom, src = domains[i]
-            if dom is None and s.domain_fallback == "rules":
+            if dom is None and d.fallback == "rules":
                 dom = rule_domain(row.question(), self.rules)
                 src = "rules" if dom else ""
             if dom is None:
-                dom, src = s.default_domain, "default"
+                dom, src = d.default, "default"
             meta["domain_source"] = src
             tagged = row.model_copy(
                 update={"pass_rate": rate, "difficulty": bucket_of(rate, s.thresholds), "domain": dom, "metadata": meta}
@@ -291,7 +377,7 @@ class Tagger:
             PromptRow.model_validate(out)  # what we write must load as a prompt row
             out_rows.append(out)
         t.other_s += time.perf_counter() - t0
-        return out_rows, t
+        return out_rows
 
 
 # -- summary -----------------------------------------------------------------------------------
@@ -303,10 +389,10 @@ class RunStats:
     bad_rows: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     already_done: int = 0
-    tagged_now: int = 0
+    tagged: int = 0
     images: int = 0  # images in the prompts tagged this run (each decoded and sent to the engine)
     engine_start_s: float = 0.0
-    tag_wall_s: float = 0.0  # from the first chunk to the last, engine start excluded
+    wall_s: float = 0.0  # from the first chunk to the last, engine start excluded
     generate_s: float = 0.0
     verify_s: float = 0.0
     other_s: float = 0.0
@@ -316,17 +402,10 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     """Spearman's rank correlation (ties get average ranks); None when either side is constant."""
 
     def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=v.__getitem__)
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2 + 1
-            i = j + 1
-        return r
+        at: dict[float, list[int]] = defaultdict(list)  # value -> its 1-based places in sorted order
+        for i, x in enumerate(sorted(v), start=1):
+            at[x].append(i)
+        return [sum(at[x]) / len(at[x]) for x in v]
 
     rx, ry = ranks(x), ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
@@ -335,15 +414,15 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
 
 
-def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStats) -> dict[str, Any]:
+def summarize(kept: list[dict], dropped: list[dict], thresholds: list[float], st: RunStats) -> dict[str, Any]:
     rows = kept + dropped
-    by_bucket: dict[int, list[float]] = defaultdict(list)
-    by_domain: dict[str, list[float]] = defaultdict(list)
-    by_verifier: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        by_bucket[int(r["difficulty"])].append(r["pass_rate"])
-        by_domain[str(r.get("domain"))].append(r["pass_rate"])
-        by_verifier[str(r.get("verifier", "math"))].append(r["pass_rate"])
+
+    def by(key: Any) -> list[tuple[Any, dict[str, Any]]]:  # (group, its count and mean pass rate), sorted
+        groups: dict[Any, list[float]] = defaultdict(list)
+        for r in rows:
+            groups[key(r)].append(r["pass_rate"])
+        return [(k, {"count": len(v), "mean_pass_rate": sum(v) / len(v)}) for k, v in sorted(groups.items())]
+
     rates = [r["pass_rate"] for r in rows]
     guess = [r for r in rows if (r.get("metadata") or {}).get("guessable")]
     work = st.generate_s + st.verify_s + st.other_s
@@ -358,29 +437,14 @@ def summarize(kept: list[dict], dropped: list[dict], s: TagSettings, st: RunStat
         "guessable": len(guess),
         # agreement with a known label: should be clearly negative (harder -> lower pass rate)
         "spearman_pass_rate_vs_known_difficulty": None if rho is None else {"rho": rho, "n": len(known)},
-        "buckets": {
-            str(b): {"pass_rate_range": bucket_label(b, s.thresholds), "count": len(v), "mean_pass_rate": sum(v) / len(v)}
-            for b, v in sorted(by_bucket.items())
-        },
-        "domains": {
-            d: {"count": len(v), "mean_pass_rate": sum(v) / len(v)}
-            for d, v in sorted(by_domain.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-        },
+        "buckets": {str(b): {"pass_rate_range": bucket_label(b, thresholds), **v}
+                    for b, v in by(lambda r: int(r["difficulty"]))},
+        "domains": dict(sorted(by(lambda r: str(r.get("domain"))), key=lambda kv: -kv[1]["count"])),  # stable
         # rows scored by each verifier (the row's `verifier` picks it in rl.rewards)
-        "verifiers": {k: {"count": len(v), "mean_pass_rate": sum(v) / len(v)} for k, v in sorted(by_verifier.items())},
+        "verifiers": dict(by(lambda r: str(r.get("verifier", "math")))),
         "this_run": {
-            "input_rows": st.input_rows,
-            "bad_rows": st.bad_rows,
-            "excluded": st.excluded,
-            "already_done": st.already_done,
-            "tagged": st.tagged_now,
-            "images": st.images,
-            "engine_start_s": round(st.engine_start_s, 2),
-            "wall_s": round(st.tag_wall_s, 2),
-            "prompts_per_s": round(st.tagged_now / st.tag_wall_s, 3) if st.tag_wall_s > 0 else None,
-            "generate_s": round(st.generate_s, 2),
-            "verify_s": round(st.verify_s, 2),
-            "other_s": round(st.other_s, 2),
+            **{k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(st).items()},
+            "prompts_per_s": round(st.tagged / st.wall_s, 3) if st.wall_s > 0 else None,
             "generate_share": round(st.generate_s / work, 3) if work > 0 else None,
             "verify_share": round(st.verify_s / work, 3) if work > 0 else None,
         },
@@ -428,7 +492,3 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         )
     for ln in lines:
         console.print(ln, soft_wrap=True, highlight=False, markup=False)
-
-
-def count_types(labels: list[str]) -> dict[str, int]:
-    return dict(sorted(Counter(labels).items()))

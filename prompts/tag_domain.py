@@ -5,11 +5,11 @@ Order for each row (the first that gives a value wins; metadata["domain_source"]
     1. "field":        the row's own `domain`
     2. "metadata:<k>": metadata[k] for k in the configured keys (default: type, subject,
                        category; MATH's `type` is e.g. "Counting & Probability")
-    3. "rules":        the first rule whose regex matches the question (`--domain-fallback rules`)
-       "model":        the checkpoint itself, asked to name one label (`--domain-fallback model`)
-    4. "default":      `default_domain` ("other")
+    3. "rules":        the first rule whose regex matches the question (`domain.fallback: rules`)
+       "model":        the checkpoint itself, asked to name one label (`domain.fallback: model`)
+    4. "default":      `domain.default` ("other")
 
-A rule file (`--domain-rules`, YAML or JSON) is an ordered list, first match wins:
+A rule file (`domain.rules`, YAML or JSON) is an ordered list, first match wins:
 
     - domain: geometry
       patterns: ['\\btriangle', '\\bcircle', 'radius']

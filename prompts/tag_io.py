@@ -42,22 +42,27 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
+
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from prompts.images import DEFAULT_MAX_IMAGE_PIXELS
 from prompts.schema import DataError, PromptRow, check_row_images
+from rl.rewards.extract import find_boxes
 
-ANSWER_FORMATS = ("auto", "raw", "boxed", "gsm8k")
 _OWN_SUFFIXES = (".jsonl", ".json", ".parquet")
 _DATASETS_BUILDERS = {".csv": "csv", ".tsv": "csv", ".arrow": "arrow", ".gz": "json", ".txt": "text"}
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class FieldMap:
+    """The config's `fields` section (the docstring above says what each does)."""
+
     prompt_field: str = "prompt"
     answer_field: str = "answer"
     id_field: str | None = None  # None: "id" when the row has one, else "<stem>-<index>"
-    answer_format: str = "auto"
+    answer_format: Literal["auto", "raw", "boxed", "gsm8k"] = "auto"
     verifier: str | None = None  # None: the row's own, else by answer format
     known_difficulty_field: str = "difficulty"
 
@@ -113,7 +118,7 @@ def _iter_datasets(path: Path, split: str | None, from_disk: bool) -> Iterator[t
             names = list(ds)
             pick = split or ("train" if "train" in ds else (names[0] if len(names) == 1 else None))
             if pick not in ds:
-                raise DataError(f"{path}: dataset has splits {names}; choose one with --split")
+                raise DataError(f"{path}: dataset has splits {names}; choose one with `split`")
             ds = ds[pick]
     else:
         builder = _DATASETS_BUILDERS.get(path.suffix)
@@ -127,21 +132,9 @@ def _iter_datasets(path: Path, split: str | None, from_disk: bool) -> Iterator[t
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...}, braces matched (escaped \\{ \\} skipped)."""
-    found = None
-    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        if found is not None and m.start() < found[1]:
-            continue  # a box nested inside the previous one
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            if text[i] == "\\":
-                i += 2
-                continue
-            depth += (text[i] == "{") - (text[i] == "}")
-            i += 1
-        if depth == 0:
-            found = (text[m.end() : i - 1], i)
-    return None if found is None else found[0].strip()
+    """Content of the last top-level \\boxed{...} / \\fbox{...} (the verifiers' `find_boxes`)."""
+    boxes = find_boxes(text)
+    return boxes[-1][2].strip() if boxes else None
 
 
 def gsm8k_final(text: str) -> str | None:
@@ -177,17 +170,11 @@ def _answer(value: Any, fmt: str) -> tuple[str, str]:
 
 
 def _level(value: Any) -> Any:
-    """An int from a label like 3, "3" or "Level 3"; anything else is kept as it is."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
+    """An int from a label like 3, 3.0, "3" or "Level 3"; anything else is kept as it is."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\D*?(-?\d+)\D*", value.strip())
-        if m:
-            return int(m.group(1))
+    if isinstance(value, str) and (m := re.fullmatch(r"\D*?(-?\d+)\D*", value.strip())):
+        return int(m.group(1))
     return value
 
 
@@ -303,7 +290,7 @@ def _read_progress(path: Path) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             raise DataError(f"{path}:{lineno}: not valid JSON; the output is damaged (move it aside or "
-                            "pass --overwrite)") from None
+                            "set run.overwrite=true)") from None
     if keep < len(data):
         with path.open("r+b") as f:
             f.truncate(keep)
@@ -324,7 +311,7 @@ class TagOutput:
     """The output file(s): done ids on start, chunk appends, parquet at the end.
 
     `dropped_path` (when given) receives rows that are tagged but not kept (e.g. guessable rows
-    under --drop-guessable), so a resumed run knows they are done and they can be audited.
+    under guess.drop), so a resumed run knows they are done and they can be audited.
     """
 
     def __init__(self, path: str | Path, dropped_path: str | Path | None = None, overwrite: bool = False):
@@ -335,8 +322,8 @@ class TagOutput:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
             for p in (self.path, self.progress, self.dropped):
-                if p is not None and p.exists():
-                    p.unlink()
+                if p is not None:
+                    p.unlink(missing_ok=True)
         if self.parquet and self.path.exists() and not self.progress.exists():
             import pyarrow.parquet as pq  # pyarrow: only for Parquet files
 
@@ -344,9 +331,7 @@ class TagOutput:
 
     def load_done(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(kept rows, dropped rows) already written by earlier runs."""
-        kept = _read_progress(self.progress)
-        dropped = _read_progress(self.dropped) if self.dropped else []
-        return kept, dropped
+        return _read_progress(self.progress), (_read_progress(self.dropped) if self.dropped else [])
 
     def read_all(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(kept rows, dropped rows) after `finalize`."""

@@ -11,7 +11,6 @@ real `rl.scoring.Scorer`. Engine runs are in test_tag_engine.py.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -21,9 +20,11 @@ import pytest
 
 from prompts import tag
 from prompts.schema import PromptRow, load_prompt_rows
-from prompts.tag_core import bucket_label, bucket_of, derive_seed, excluded_type
+from prompts.tag_core import TagConfig, bucket_label, bucket_of, derive_seed, excluded_type
 from prompts.tag_domain import DEFAULT_RULES, compile_rules, load_rules, parse_label, rule_domain
 from prompts.tag_io import FieldMap, gsm8k_final, last_boxed, load_rows, map_row, read_output
+from rl.rewards import VerifierConfig
+from rl.scoring import Scorer
 from rollout.engine import Generation
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -92,10 +93,9 @@ def arith_rows(n: int, start: int = 0) -> list[dict]:
     return rows[start:]
 
 
-def args_for(tokdir, inp, out, *extra: str) -> argparse.Namespace:
-    return tag.build_parser().parse_args(
-        ["--model", str(tokdir), "--input", str(inp), "--output", str(out), "--no-progress", *extra]
-    )
+def args_for(tokdir, inp, out, *sets: str) -> TagConfig:
+    argv = ["--model", str(tokdir), "--input", str(inp), "--output", str(out), "--set", "run.progress=false"]
+    return tag.parse_args(argv + [a for s in sets for a in ("--set", s)])
 
 
 def expected_pass_rate(row: dict, seed: int, k: int) -> float:
@@ -180,13 +180,13 @@ def test_bad_rows_fail_the_run_with_file_and_line(tmp_path, tokdir, capsys):
     assert f"{inp}:4: invalid JSON" in err
     assert f"{inp}:6: duplicate id 'q000' (first at {inp}:1)" in err
     assert f"{inp}:7: answer field 'answer' has no complete \\boxed" in err
-    assert "5 bad row(s)" in err and "--on-bad-row skip" in err
+    assert "5 bad row(s)" in err and "run.on_bad_row=skip" in err
     assert not out.exists()
 
 
 def test_bad_rows_skipped_on_request(tmp_path, tokdir, capsys):
     inp, out = bad_file(tmp_path), tmp_path / "out.jsonl"
-    a = args_for(tokdir, inp, out, "--on-bad-row", "skip", "--samples", "4", "--guess-tries", "2")
+    a = args_for(tokdir, inp, out, "run.on_bad_row=skip", "sampling.samples=4", "guess.tries=2")
     summary = tag.run(a, backend=FakeBackend(_tok(tokdir)))
     assert [r["id"] for r in read_output(out)] == ["q000", "q001"]
     assert summary["this_run"]["bad_rows"] == 5 and summary["rows_tagged"] == 2
@@ -209,14 +209,24 @@ def test_output_equal_to_input_is_refused(tmp_path, tokdir, capsys, monkeypatch)
 def test_bad_flags_are_errors(tmp_path, tokdir, capsys):
     inp = write_jsonl(tmp_path / "in.jsonl", arith_rows(2))
     base = ["--model", str(tokdir), "--input", str(inp), "--output", str(tmp_path / "o.jsonl")]
-    for extra, msg in ((["--thresholds", "0.5,1.5"], "--thresholds"), (["--samples", "0"], "--samples"),
-                       (["--exclude-types", "essay"], "unknown ['essay']"),
-                       (["--drop-guessable", "--guess-tries", "0"], "--drop-guessable")):
+    for extra, msg in ((["--set", "sampling.thresholds=[0.5,1.5]"], "sampling.thresholds"),
+                       (["--set", "sampling.samples=0"], "sampling.samples"),
+                       (["--set", "exclude_types=[essay]"], "unknown ['essay']"),
+                       (["--set", "guess.drop=true", "--set", "guess.tries=0"], "guess.drop")):
         assert tag.main(base + extra) == 2
         assert msg in capsys.readouterr().err
     assert tag.main(base[:-1] + [str(tmp_path / "o.txt")]) == 2
     assert tag.main(["--model", str(tmp_path / "nope"), *base[2:]]) == 2
     assert "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_config_file_and_shorthands(tmp_path, tokdir, capsys):
+    demo = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "tag_demo.yaml"
+    cfg = tag.parse_args(["--config", str(demo), "--model", str(tokdir), "--set", "sampling.samples=3"])
+    assert (cfg.model, cfg.engine.model, cfg.output) == (str(tokdir), str(tokdir), "data/arith/train.tagged.jsonl")
+    assert (cfg.sampling.samples, cfg.sampling.max_tokens, cfg.engine.max_model_len) == (3, 480, 1024)
+    assert tag.main(["--config", str(demo), "--model", str(tokdir), "--set", "sampling.k=3"]) == 2
+    assert "unknown key 'sampling.k'" in capsys.readouterr().err
 
 
 # -- what gets written -------------------------------------------------------------------------
@@ -231,7 +241,7 @@ def _tok(tokdir):
 def test_tag_values_are_exact(tmp_path, tokdir, capsys):
     rows = arith_rows(20)
     inp, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
-    a = args_for(tokdir, inp, out, "--samples", "10", "--seed", "3", "--chunk-size", "7")
+    a = args_for(tokdir, inp, out, "sampling.samples=10", "sampling.seed=3", "run.chunk_size=7")
     summary = tag.run(a, backend=FakeBackend(_tok(tokdir)))
     got = read_output(out)
     assert [r["id"] for r in got] == [r["id"] for r in rows]
@@ -261,7 +271,7 @@ def test_output_feeds_the_rl_samplers(tmp_path, tokdir):
     from rl.sampling.sampler import build_sampler
 
     inp, out = write_jsonl(tmp_path / "in.jsonl", arith_rows(15)), tmp_path / "out.jsonl"
-    tag.run(args_for(tokdir, inp, out, "--samples", "5"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, inp, out, "sampling.samples=5"), backend=FakeBackend(_tok(tokdir)))
     rows = load_prompt_rows(out)
     from collections import Counter
 
@@ -279,43 +289,44 @@ def test_same_tags_for_any_chunking(tmp_path, tokdir):
     outs = []
     for cs in ("1", "5", "64"):
         out = tmp_path / f"out{cs}.jsonl"
-        tag.run(args_for(tokdir, inp, out, "--samples", "6", "--chunk-size", cs), backend=FakeBackend(_tok(tokdir)))
+        tag.run(args_for(tokdir, inp, out, "sampling.samples=6", f"run.chunk_size={cs}"),
+                backend=FakeBackend(_tok(tokdir)))
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
     other = tmp_path / "seed9.jsonl"
-    tag.run(args_for(tokdir, inp, other, "--samples", "6", "--seed", "9"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, inp, other, "sampling.samples=6", "sampling.seed=9"), backend=FakeBackend(_tok(tokdir)))
     assert other.read_bytes() != outs[0]
 
 
 def test_resume_after_a_crash_and_a_torn_line(tmp_path, tokdir):
     inp = write_jsonl(tmp_path / "in.jsonl", arith_rows(23))
     full = tmp_path / "full.jsonl"
-    tag.run(args_for(tokdir, inp, full, "--chunk-size", "4"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, inp, full, "run.chunk_size=4"), backend=FakeBackend(_tok(tokdir)))
 
     part = tmp_path / "part.jsonl"
     with pytest.raises(RuntimeError, match="engine died"):
-        tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=FakeBackend(_tok(tokdir), fail_on_call=3))
+        tag.run(args_for(tokdir, inp, part, "run.chunk_size=4"), backend=FakeBackend(_tok(tokdir), fail_on_call=3))
     lines = part.read_bytes().splitlines(keepends=True)
     assert len(lines) == 8  # two chunks made it
     part.write_bytes(b"".join(lines[:7]) + lines[7][:25])  # a write cut short
     fake = FakeBackend(_tok(tokdir))
-    summary = tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=fake)
+    summary = tag.run(args_for(tokdir, inp, part, "run.chunk_size=4"), backend=fake)
     assert summary["this_run"]["already_done"] == 7 and summary["this_run"]["tagged"] == 16
     assert len(fake.jobs_seen) == 2 * 16  # sample + guess job for the 16 left, nothing redone
     # each row's sample job, then its guess job: an EngineGroup's equal-count shards get both kinds
     assert [j.n for j in fake.jobs_seen[:4]] == [10, 8, 10, 8]
     assert part.read_bytes() == full.read_bytes()
     again = FakeBackend(_tok(tokdir))
-    tag.run(args_for(tokdir, inp, part, "--chunk-size", "4"), backend=again)
+    tag.run(args_for(tokdir, inp, part, "run.chunk_size=4"), backend=again)
     assert again.calls == 0 and part.read_bytes() == full.read_bytes()
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, tokdir, capsys):
     inp, out = write_jsonl(tmp_path / "in.jsonl", arith_rows(4)), tmp_path / "out.jsonl"
-    tag.run(args_for(tokdir, inp, out, "--samples", "3"), backend=FakeBackend(_tok(tokdir)))
-    rc = tag.main(["--model", str(tokdir), "--input", str(inp), "--output", str(out), "--samples", "4"])
-    assert rc == 2 and "settings.samples: 3 -> 4" in capsys.readouterr().err
-    tag.run(args_for(tokdir, inp, out, "--samples", "4", "--overwrite"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, inp, out, "sampling.samples=3"), backend=FakeBackend(_tok(tokdir)))
+    rc = tag.main(["--model", str(tokdir), "--input", str(inp), "--output", str(out), "--set", "sampling.samples=4"])
+    assert rc == 2 and "sampling.samples: 3 -> 4" in capsys.readouterr().err
+    tag.run(args_for(tokdir, inp, out, "sampling.samples=4", "run.overwrite=true"), backend=FakeBackend(_tok(tokdir)))
     assert {r["metadata"]["num_samples"] for r in read_output(out)} == {4}
     foreign = write_jsonl(tmp_path / "foreign.jsonl", [{"x": 1}])
     assert tag.main(["--model", str(tokdir), "--input", str(inp), "--output", str(foreign)]) == 2
@@ -324,13 +335,13 @@ def test_resume_with_other_settings_is_refused(tmp_path, tokdir, capsys):
 
 def test_drop_guessable_keeps_them_aside_and_resumes(tmp_path, tokdir):
     inp, out = write_jsonl(tmp_path / "in.jsonl", arith_rows(10)), tmp_path / "out.jsonl"
-    tag.run(args_for(tokdir, inp, out, "--drop-guessable"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, inp, out, "guess.drop=true"), backend=FakeBackend(_tok(tokdir)))
     kept, dropped = read_output(out), read_output(tmp_path / "out.guessable.jsonl")
     assert dropped and all(r["metadata"]["guessable"] for r in dropped)
     assert kept and not any(r["metadata"]["guessable"] for r in kept)
     assert sorted(r["id"] for r in kept + dropped) == [f"q{i:03d}" for i in range(10)]
     fake = FakeBackend(_tok(tokdir))
-    summary = tag.run(args_for(tokdir, inp, out, "--drop-guessable"), backend=fake)
+    summary = tag.run(args_for(tokdir, inp, out, "guess.drop=true"), backend=fake)
     assert fake.calls == 0 and summary["rows_dropped_guessable"] == len(dropped)
 
 
@@ -344,10 +355,11 @@ def test_parquet_and_datasets_io(tmp_path, tokdir):
     ds.save_to_disk(str(tmp_path / "saved"))
     ds.to_parquet(str(tmp_path / "in.parquet"))
     ref = tmp_path / "ref.jsonl"
-    tag.run(args_for(tokdir, tmp_path / "in.parquet", ref, "--prompt-field", "question"),
+    tag.run(args_for(tokdir, tmp_path / "in.parquet", ref, "fields.prompt_field=question"),
             backend=FakeBackend(_tok(tokdir)))
     out = tmp_path / "out.parquet"
-    tag.run(args_for(tokdir, tmp_path / "saved", out, "--prompt-field", "question"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, tmp_path / "saved", out, "fields.prompt_field=question"),
+            backend=FakeBackend(_tok(tokdir)))
     assert not (tmp_path / "out.parquet.partial.jsonl").exists()
     got, want = read_output(out), read_output(ref)
     assert [r["id"] for r in got] == [r["id"] for r in want]
@@ -355,7 +367,7 @@ def test_parquet_and_datasets_io(tmp_path, tokdir):
     assert all(PromptRow.model_validate(r) for r in got)
     # resuming a finished parquet output tags nothing and keeps every row
     fake = FakeBackend(_tok(tokdir))
-    tag.run(args_for(tokdir, tmp_path / "saved", out, "--prompt-field", "question"), backend=fake)
+    tag.run(args_for(tokdir, tmp_path / "saved", out, "fields.prompt_field=question"), backend=fake)
     assert fake.calls == 0 and len(read_output(out)) == 9
 
 
@@ -371,18 +383,18 @@ def test_domain_sources(tmp_path, tokdir):
     rows[2]["prompt"][0]["content"] += " (a triangle)"
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "rules.jsonl"
-    tag.run(args_for(tokdir, inp, out, "--samples", "2"), backend=FakeBackend(_tok(tokdir)))
+    tag.run(args_for(tokdir, inp, out, "sampling.samples=2"), backend=FakeBackend(_tok(tokdir)))
     got = {r["id"]: (r["domain"], r["metadata"]["domain_source"]) for r in read_output(out)}
     assert got == {"q000": ("Counting & Probability", "metadata:type"), "q001": ("arithmetic", "rules"),
                    "q002": ("geometry", "rules"), "q003": ("arithmetic", "field")}
     out2 = tmp_path / "model.jsonl"
     fake = FakeBackend(_tok(tokdir), classify_reply="Geometry, I think")
-    tag.run(args_for(tokdir, inp, out2, "--samples", "2", "--domain-fallback", "model"), backend=fake)
+    tag.run(args_for(tokdir, inp, out2, "sampling.samples=2", "domain.fallback=model"), backend=fake)
     got = {r["id"]: (r["domain"], r["metadata"]["domain_source"]) for r in read_output(out2)}
     assert got["q001"] == got["q002"] == ("geometry", "model") and got["q000"][1] == "metadata:type"
     assert sum(j.temperature == 0.0 for j in fake.jobs_seen) == 2  # one greedy classification per row without one
     out3 = tmp_path / "none.jsonl"
-    tag.run(args_for(tokdir, inp, out3, "--samples", "2", "--domain-fallback", "none", "--default-domain", "misc"),
+    tag.run(args_for(tokdir, inp, out3, "sampling.samples=2", "domain.fallback=none", "domain.default=misc"),
             backend=FakeBackend(_tok(tokdir)))
     assert [r["domain"] for r in read_output(out3)][1:3] == ["misc", "misc"]
 
@@ -410,8 +422,8 @@ def test_exclude_types(tmp_path, tokdir):
     rows[2]["metadata"]["options"] = ["1", "2"]
     rows[3]["prompt"][0]["content"] = "Prove that Compute 1+1 is 2"
     inp, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
-    summary = tag.run(args_for(tokdir, inp, out, "--exclude-types", "multiple_choice,true_false,proof",
-                               "--samples", "2"), backend=FakeBackend(_tok(tokdir)))
+    summary = tag.run(args_for(tokdir, inp, out, "exclude_types=[multiple_choice, true_false, proof]",
+                               "sampling.samples=2"), backend=FakeBackend(_tok(tokdir)))
     assert [r["id"] for r in read_output(out)] == ["q000", "q004"]
     assert summary["this_run"]["excluded"] == {"multiple_choice": 1, "proof": 1, "true_false": 1}
     row = PromptRow.model_validate({"id": "x", "prompt": [{"role": "user", "content": "q"}], "answer": "B",
@@ -449,7 +461,8 @@ def test_known_difficulty_from_another_field():
 def test_require_think_stops_bare_numbers_from_passing():
     row = PromptRow.model_validate({"id": "x", "prompt": [{"role": "user", "content": "q"}], "answer": "2"})
     texts = ["noise 2", "<think>\nhm\n</think>\n\\boxed{2}"]
-    with tag.make_scorer(1, 5.0) as lenient, tag.make_scorer(1, 5.0, require_think=True) as strict:
+    cfg = VerifierConfig(num_workers=1)
+    with Scorer(cfg) as lenient, Scorer(cfg.model_copy(update={"require_think": True})) as strict:
         assert lenient.score([row, row], texts) == [1.0, 1.0]  # the verifier's last-number fallback
         assert strict.score([row, row], texts) == [0.0, 1.0]
 
@@ -470,7 +483,7 @@ def test_progress_bar_and_console_script(capsys):
     assert "10/10" in shown and "prompts/s" in shown and "ETA" in shown
     exe = shutil.which("thinkrl-tag") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "thinkrl-tag")
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and "--drop-guessable" in res.stdout and "--on-bad-row" in res.stdout
+    assert res.returncode == 0 and "guess.drop" in res.stdout and "run.on_bad_row" in res.stdout
 
 
 def test_buckets_and_seeds():

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-ENGINE_FLAGS = ["--max-model-len", "512", "--kv-cache-gib", "0.25", "--max-tokens", "24"]
+ENGINE_FLAGS = ["--set", "engine.max_model_len=512", "--set", "engine.kv_cache_gib=0.25",
+                "--set", "sampling.max_tokens=24"]
 
 
 def build_oracle_checkpoint(out_dir: Path) -> Path:
@@ -99,17 +100,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def cli(oracle, inp, out, *extra) -> list[str]:
-    return ["--model", str(oracle), "--input", str(inp), "--output", str(out), *ENGINE_FLAGS, *extra]
+def cli(oracle, inp, out, *sets) -> list[str]:
+    return ["--model", str(oracle), "--input", str(inp), "--output", str(out), *ENGINE_FLAGS,
+            *(a for s in sets for a in ("--set", s))]
 
 
 def run_inproc(backend, argv):
-    return tag.run(tag.build_parser().parse_args(argv + ["--no-progress"]), backend=backend)
+    return tag.run(tag.parse_args(argv + ["--set", "run.progress=false"]), backend=backend)
 
 
 def test_pass_rates_and_guesses_through_vllm(tmp_path, oracle, backend):
     inp, out = write_jsonl(tmp_path / "in.jsonl", rows_with_sevens(24)), tmp_path / "out.jsonl"
-    summary = run_inproc(backend, cli(oracle, inp, out, "--samples", "8", "--guess-tries", "4"))
+    summary = run_inproc(backend, cli(oracle, inp, out, "sampling.samples=8", "guess.tries=4"))
     got = read_output(out)
     assert [r["id"] for r in got] == [f"r{i:03d}" for i in range(24)]
     sevens = [r for r in got if r["answer"] == "7"]
@@ -132,18 +134,18 @@ def test_pass_rates_and_guesses_through_vllm(tmp_path, oracle, backend):
 def test_seeded_runs_repeat_and_differ_by_seed(tmp_path, oracle, backend):
     inp = write_jsonl(tmp_path / "in.jsonl", rows_with_sevens(20))
     a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
-    run_inproc(backend, cli(oracle, inp, a, "--samples", "6", "--seed", "1", "--chunk-size", "3"))
-    run_inproc(backend, cli(oracle, inp, b, "--samples", "6", "--seed", "1", "--chunk-size", "64"))
-    run_inproc(backend, cli(oracle, inp, c, "--samples", "6", "--seed", "2"))
+    run_inproc(backend, cli(oracle, inp, a, "sampling.samples=6", "sampling.seed=1", "run.chunk_size=3"))
+    run_inproc(backend, cli(oracle, inp, b, "sampling.samples=6", "sampling.seed=1", "run.chunk_size=64"))
+    run_inproc(backend, cli(oracle, inp, c, "sampling.samples=6", "sampling.seed=2"))
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
 
 
 def test_math_and_gsm8k_end_to_end(tmp_path, oracle, backend, capsys):
     math_in, math_out = SHARED / "math" / "MATH_test_5000.jsonl", tmp_path / "math.jsonl"
-    s = run_inproc(backend, cli(oracle, math_in, math_out, "--limit", "150", "--on-bad-row", "skip",
-                                "--prompt-field", "problem", "--answer-field", "solution", "--id-field", "idx",
-                                "--samples", "2", "--guess-tries", "2"))
+    s = run_inproc(backend, cli(oracle, math_in, math_out, "run.limit=150", "run.on_bad_row=skip",
+                                "fields.prompt_field=problem", "fields.answer_field=solution", "fields.id_field=idx",
+                                "sampling.samples=2", "guess.tries=2"))
     out, err = capsys.readouterr()
     rows = read_output(math_out)
     src = [json.loads(line) for line in math_in.open().readlines()[:150]]
@@ -163,9 +165,9 @@ def test_math_and_gsm8k_end_to_end(tmp_path, oracle, backend, capsys):
     assert "Algebra" in printed and "Difficulty" in printed and "mean pass rate" in printed
 
     gsm_out = tmp_path / "gsm8k.parquet"
-    s = run_inproc(backend, cli(oracle, SHARED / "gsm8k" / "test.jsonl", gsm_out, "--limit", "150",
-                                "--on-bad-row", "skip", "--prompt-field", "question", "--samples", "2",
-                                "--guess-tries", "2"))
+    s = run_inproc(backend, cli(oracle, SHARED / "gsm8k" / "test.jsonl", gsm_out, "run.limit=150",
+                                "run.on_bad_row=skip", "fields.prompt_field=question", "sampling.samples=2",
+                                "guess.tries=2"))
     out, err = capsys.readouterr()
     rows = read_output(gsm_out)
     skipped = {f"test-{i}" for i in range(150) if f"test.jsonl:{i + 1}: prompt takes " in err}
@@ -179,14 +181,15 @@ def test_math_and_gsm8k_end_to_end(tmp_path, oracle, backend, capsys):
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, oracle, backend):
     inp = write_jsonl(tmp_path / "in.jsonl", rows_with_sevens(96))
-    flags = ["--samples", "6", "--guess-tries", "3", "--chunk-size", "4", "--seed", "5"]
+    flags = ["sampling.samples=6", "guess.tries=3", "run.chunk_size=4", "sampling.seed=5"]
     full = tmp_path / "full.jsonl"
     run_inproc(backend, cli(oracle, inp, full, *flags))
 
     part = tmp_path / "part.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "killed.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "prompts.tag", *cli(oracle, inp, part, *flags), "--no-progress"],
+    argv = [*cli(oracle, inp, part, *flags), "--set", "run.progress=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "prompts.tag", *argv],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
     try:

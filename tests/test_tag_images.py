@@ -22,6 +22,8 @@ from prompts.mathv import convert
 from prompts.schema import PromptRow, write_jsonl
 from prompts.tag_core import bucket_of
 from prompts.tag_io import read_output
+from rl.rewards import VerifierConfig
+from rl.scoring import Scorer
 from rollout.engine import by_request
 
 MATHV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mathv" / "testmini.jsonl"
@@ -79,12 +81,13 @@ def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
 
     inp, out = tmp_path / "mathv.jsonl", tmp_path / "tagged.jsonl"
     write_jsonl(inp, mathv_rows)
-    # --max-model-len 640 leaves every budget at its cap except row 33's guesses: its answer-only
+    # engine.max_model_len 640 leaves every budget at its cap except row 33's guesses: its answer-only
     # prompt is 537 tokens with one placeholder, 616 with its figure's 80 image tokens (checked below).
-    argv = ["--model", str(vlm), "--input", str(inp), "--output", str(out), "--samples", str(K),
-            "--max-tokens", str(MAX_TOKENS), "--guess-tries", str(GUESSES), "--max-model-len", "640",
-            "--kv-cache-gib", "0.25", "--dtype", "float32", "--seed", "3", "--no-progress"]
-    args = tag.build_parser().parse_args(argv)
+    sets = [f"sampling.samples={K}", f"sampling.max_tokens={MAX_TOKENS}", f"guess.tries={GUESSES}",
+            "engine.max_model_len=640", "engine.kv_cache_gib=0.25", "engine.dtype=float32", "sampling.seed=3",
+            "run.progress=false"]
+    args = tag.parse_args(["--model", str(vlm), "--input", str(inp), "--output", str(out),
+                           *(a for s in sets for a in ("--set", s))])
     backend = VLLMEngine(EngineConfig(model=str(vlm), dtype="float32", max_model_len=640, kv_cache_gib=0.25, seed=3))
     rec = Recording(backend)
     try:
@@ -128,7 +131,7 @@ def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
         assert job.prompt_token_ids.count(vision.image_token_id) == 1
         expanded = vision.expanded_len(job.prompt_token_ids, job.images)
         assert expanded == len(job.prompt_token_ids) - 1 + vision.num_tokens(job.images[0])
-        cap = MAX_TOKENS if j % 2 == 0 else 32  # --guess-max-tokens default
+        cap = MAX_TOKENS if j % 2 == 0 else 32  # guess.max_tokens default
         assert job.max_tokens == min(cap, 640 - expanded)
     guess33 = rec.jobs[2 * IDS.index("33") + 1]
     assert len(guess33.prompt_token_ids) == 537 and guess33.max_tokens == 640 - 616 == 24  # not 32 = min(32, 640 - 537)
@@ -142,7 +145,7 @@ def test_mathv_rows_tag_through_a_tiny_vlm(tmp_path, mathv_rows, vlm):
              (by_id["55"], "The answer is \\boxed{KNAO}", 1.0), (by_id["6"], "\\boxed{(D)}", 1.0),
              (by_id["6"], "\\boxed{C}", 0.0), (by_id["59"], "\\boxed{C}", 1.0), (by_id["4"], "\\boxed{6}", 1.0),
              (by_id["5"], "\\boxed{60}", 0.0)]
-    with tag.make_scorer(1, 5.0) as scorer:
+    with Scorer(VerifierConfig(num_workers=1)) as scorer:
         scores = scorer.score([c[0] for c in cases], [c[1] for c in cases])
     assert scores == [c[2] for c in cases]
     assert by_id["55"].metadata["options"][0] == "KNAO" and by_id["39"].metadata["options"][0] == "red"
@@ -152,7 +155,8 @@ def test_text_only_checkpoint_refuses_image_rows_before_any_engine(tmp_path, mat
     inp = tmp_path / "in.jsonl"
     text_row = {"id": "t0", "prompt": [{"role": "user", "content": "Compute 2+3"}], "answer": "5"}
     write_jsonl(inp, [text_row, *mathv_rows[:3]])
-    argv = ["--model", str(text_ckpt), "--input", str(inp), "--output", str(tmp_path / "o.jsonl"), "--no-progress"]
+    argv = ["--model", str(text_ckpt), "--input", str(inp), "--output", str(tmp_path / "o.jsonl"),
+            "--set", "run.progress=false"]
     assert tag.main(argv) == 2
     err = capsys.readouterr().err
     assert f"{inp}:2: row 'mathv-4' has images" in err and "text-only checkpoint" in err
@@ -165,7 +169,7 @@ def test_text_only_checkpoint_refuses_image_rows_before_any_engine(tmp_path, mat
 
     from rollout.engine import Generation
 
-    summary = tag.run(tag.build_parser().parse_args(argv + ["--on-bad-row", "skip"]), backend=Engine())
+    summary = tag.run(tag.parse_args(argv + ["--set", "run.on_bad_row=skip"]), backend=Engine())
     err = capsys.readouterr().err
     assert summary["this_run"]["bad_rows"] == 3 and summary["rows_tagged"] == 1
     assert f"{inp}:3: row has 1 image(s) but --model is a text-only checkpoint" in err
@@ -186,8 +190,8 @@ def test_prompt_length_counts_expanded_image_tokens(tmp_path, mathv_rows, vlm, c
     assert n == len(ids) - 1 + 80 == 525  # the placeholder is one token of 80
     inp = tmp_path / "in.jsonl"
     write_jsonl(inp, [row])
-    argv = ["--model", str(vlm), "--input", str(inp), "--output", str(tmp_path / "o.jsonl"), "--guess-tries", "0",
-            "--max-model-len", str(n)]
+    argv = ["--model", str(vlm), "--input", str(inp), "--output", str(tmp_path / "o.jsonl"), "--set", "guess.tries=0",
+            "--set", f"engine.max_model_len={n}"]
     assert tag.main(argv) == 2
     assert f"{inp}:1: prompt takes {n} tokens" in capsys.readouterr().err
 

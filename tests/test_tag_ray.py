@@ -1,4 +1,4 @@
-"""thinkrl-tag with several vLLM engines as Ray actors (--engines 2) writes exactly what one
+"""thinkrl-tag with several vLLM engines as Ray actors (engines.num_engines=2) writes exactly what one
 in-process engine writes: a prompt's samples depend on its own seeds, not on the engine or the
 shard it lands on. Uses the bigram "noisy oracle" checkpoint from test_tag_engine.py."""
 
@@ -16,10 +16,12 @@ pytestmark = pytest.mark.integration
 def test_two_ray_engines_match_one_local_engine(tmp_path, capsys):
     oracle = build_oracle_checkpoint(tmp_path / "oracle")
     inp = write_jsonl(tmp_path / "in.jsonl", rows_with_sevens(30))
-    common = ["--model", str(oracle), "--input", str(inp), *ENGINE_FLAGS, "--samples", "6", "--guess-tries", "3",
-              "--chunk-size", "8", "--seed", "11", "--no-progress"]
+    common = ["--model", str(oracle), "--input", str(inp), *ENGINE_FLAGS, "--set", "sampling.samples=6",
+              "--set", "guess.tries=3", "--set", "run.chunk_size=8", "--set", "sampling.seed=11",
+              "--set", "run.progress=false"]
     ray_out, local_out = tmp_path / "ray.jsonl", tmp_path / "local.jsonl"
-    assert tag.main([*common, "--output", str(ray_out), "--engines", "2", "--cpu-threads", "1"]) == 0
+    assert tag.main([*common, "--output", str(ray_out), "--set", "engines.num_engines=2",
+                     "--set", "engine.cpu_threads=1"]) == 0
     assert tag.main([*common, "--output", str(local_out)]) == 0
     rows = read_output(ray_out)
     assert len(rows) == 30 and ray_out.read_bytes() == local_out.read_bytes()
