@@ -38,6 +38,11 @@ class SFTTrain(_Strict):
         "projector learn, the decoder's weights stay exactly as loaded; then it joins, its LR warming up again "
         "over warmup_steps (cot_sft/freeze.py). 0: everything trains from the start. Vision-language policies only"
     )
+    vision_lr_ratio: float = Field(
+        1.0, gt=0, le=1, description="LR of the vision tower and projector as a fraction of optim.lr (cot_sft/freeze.py; "
+        "the image demo's alignment uses 0.25: at the decoder's LR the projector output collapsed onto one vector). "
+        "Vision-language policies only"
+    )
 
 
 class SFTEval(_Strict):

@@ -1,5 +1,12 @@
-"""Decoder freeze of the vision-alignment stage (issue 19): for the first `steps` optimizer steps
-only the vision tower and projector learn; then the decoder joins.
+"""Parameter groups of the vision-alignment stage (issue 19): the vision tower and projector on
+their own LR (`vision_lr_ratio` times the decoder's), and an optional decoder freeze: for the first
+`steps` optimizer steps only the vision side learns; then the decoder joins.
+
+Why a lower LR on the vision side (measured, BENCHMARKS.md "Issue 19, part 2"): trained jointly at
+the decoder's LR, the projector's output grew from norm 2 to 100-250 and collapsed onto one vector
+(99.9 % of its energy in the mean over image tokens), and transcription accuracy stayed at 0; at a
+quarter of the decoder's LR its norm stayed near 10, the image tokens kept distinct features, and
+the tiny VLM learned to read.
 
 Kimi-VL trains MoonViT on caption/OCR pairs before joint training; the tiny VLM's decoder, trained
 jointly from the start, learned to ignore the image. With the decoder frozen, the only way to
@@ -34,29 +41,34 @@ from rl.vision import vision_side_names
 class DecoderFreeze:
     """Parameter groups, LR multipliers and gradient hooks of a freeze of `steps` steps."""
 
-    def __init__(self, model: torch.nn.Module, steps: int):
+    def __init__(self, model: torch.nn.Module, steps: int, vision_lr_ratio: float = 1.0):
         vision = set(vision_side_names(model))
         if not vision:
             raise ValueError(f"{type(model).__name__} has no vision tower or projector: nothing would train "
                              "while its decoder is frozen")
         params = dict(model.named_parameters())
         self.steps = steps
+        self.vision_lr_ratio = vision_lr_ratio
         self.vision_names = sorted(vision)
         self.decoder_names = [n for n in params if n not in vision]
         self.groups = [[params[n] for n in self.vision_names], [params[n] for n in self.decoder_names]]
         self._hooks: list = []
 
     def lr_lambdas(self, base: Callable[[int], float], warmup: int) -> list[Callable[[int], float]]:
-        """LambdaLR multipliers of the two groups: the vision side follows `base`; the decoder is 0
-        for steps < self.steps, then `base` times a linear re-warm-up over `warmup` steps."""
-        n = self.steps
+        """LambdaLR multipliers of the two groups: the vision side follows `base` times
+        `vision_lr_ratio`; the decoder is 0 for steps < self.steps, then `base` times a linear
+        re-warm-up over `warmup` steps (none when there is no freeze)."""
+        n, ratio = self.steps, self.vision_lr_ratio
+
+        def vision(step: int) -> float:
+            return ratio * base(step)
 
         def decoder(step: int) -> float:
             if step < n:
                 return 0.0
-            return base(step) * min(1.0, (step - n + 1) / max(1, warmup))
+            return base(step) * (min(1.0, (step - n + 1) / max(1, warmup)) if n else 1.0)
 
-        return [base, decoder]
+        return [vision, decoder]
 
     def frozen(self, step: int) -> bool:
         return step < self.steps

@@ -59,18 +59,19 @@ def lr_multiplier(step: int, warmup: int, total: int, floor: float) -> float:
 
 def build_engine(model: torch.nn.Module, cfg: SFTConfig) -> tuple[Any, bool, DecoderFreeze | None]:
     """DeepSpeed around `model` with the warm-up + cosine LR schedule; with
-    `train.freeze_decoder_steps`, two parameter groups whose decoder group waits (cot_sft/freeze.py)."""
+    `train.freeze_decoder_steps` or `train.vision_lr_ratio`, two parameter groups: the vision side
+    on its own LR, the decoder waiting while frozen (cot_sft/freeze.py)."""
     tr = cfg.train
 
     def schedule(s: int) -> float:
         return lr_multiplier(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
 
-    if not tr.freeze_decoder_steps:
+    if not tr.freeze_decoder_steps and tr.vision_lr_ratio == 1.0:
         return (*build_deepspeed(model, cfg.optim, schedule), None)
-    freeze = DecoderFreeze(model, tr.freeze_decoder_steps)
+    freeze = DecoderFreeze(model, tr.freeze_decoder_steps, tr.vision_lr_ratio)
     engine, bf16 = build_deepspeed(model, cfg.optim, freeze.lr_lambdas(schedule, tr.warmup_steps), freeze.groups)
-    print(f"decoder frozen for {freeze.steps} steps: {sum(p.numel() for p in freeze.groups[0]) / 1e6:.2f}M "
-          f"vision-side params train, {sum(p.numel() for p in freeze.groups[1]) / 1e6:.2f}M decoder params wait")
+    print(f"vision side: {sum(p.numel() for p in freeze.groups[0]) / 1e6:.2f}M params at {tr.vision_lr_ratio} x LR; "
+          f"decoder: {sum(p.numel() for p in freeze.groups[1]) / 1e6:.2f}M params, frozen for {freeze.steps} steps")
     return engine, bf16, freeze
 
 
@@ -105,9 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.eval.file and not args.no_eval:
         load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
     tokenizer = load_tokenizer(cfg.init_checkpoint)
-    if cfg.train.freeze_decoder_steps and load_vision(cfg.init_checkpoint) is None:
-        raise ConfigError(f"{args.config}: train.freeze_decoder_steps={cfg.train.freeze_decoder_steps} needs a "
-                          f"vision-language policy; {cfg.init_checkpoint} is text-only")
+    tr = cfg.train
+    vision_keys = [f"train.freeze_decoder_steps={tr.freeze_decoder_steps}"] if tr.freeze_decoder_steps else []
+    if tr.vision_lr_ratio != 1.0:
+        vision_keys.append(f"train.vision_lr_ratio={tr.vision_lr_ratio}")
+    if vision_keys and load_vision(cfg.init_checkpoint) is None:
+        raise ConfigError(f"{args.config}: {', '.join(vision_keys)}: only for a vision-language policy; "
+                          f"{cfg.init_checkpoint} is text-only")
     vision = load_vision(cfg.init_checkpoint) if any(ex.row.has_images() for ex in examples) else None
     samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
     if not samples:
@@ -124,7 +129,6 @@ def main(argv: list[str] | None = None) -> dict:
     dist = init_distributed(nccl=cfg.optim.nccl)
     torch.manual_seed(cfg.train.seed)
     model = load_policy(init_ckpt)
-    tr = cfg.train
     engine, bf16, freeze = build_engine(model, cfg)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, bf16={bf16}, "
           f"ZeRO-{cfg.optim.zero_stage}, world={dist.world_size}")

@@ -77,8 +77,8 @@ def test_a_text_only_model_has_nothing_to_train_while_frozen():
 
 
 def test_lr_multipliers():
-    f = DecoderFreeze.__new__(DecoderFreeze)  # the multipliers need only `steps`
-    f.steps = 3
+    f = DecoderFreeze.__new__(DecoderFreeze)  # the multipliers need only `steps` and the ratio
+    f.steps, f.vision_lr_ratio = 3, 1.0
     base = lambda s: 1.0 - 0.1 * s  # noqa: E731
     vision, decoder = f.lr_lambdas(base, warmup=2)
     assert [vision(s) for s in range(6)] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
@@ -86,6 +86,16 @@ def test_lr_multipliers():
     assert [decoder(s) for s in range(6)] == pytest.approx([0.0, 0.0, 0.0, 0.35, 0.6, 0.5])
     _, no_warmup = f.lr_lambdas(base, warmup=0)
     assert no_warmup(3) == pytest.approx(0.7)
+
+
+def test_vision_lr_ratio_scales_only_the_vision_side_and_no_freeze_means_no_rewarm():
+    f = DecoderFreeze.__new__(DecoderFreeze)
+    f.steps, f.vision_lr_ratio = 0, 0.25
+    base = lambda s: 1.0 - 0.1 * s  # noqa: E731
+    vision, decoder = f.lr_lambdas(base, warmup=2)
+    assert [vision(s) for s in range(3)] == pytest.approx([0.25, 0.225, 0.2])
+    # no freeze: the decoder follows the base schedule from step 0 (its warm-up is the base's own)
+    assert [decoder(s) for s in range(3)] == pytest.approx([1.0, 0.9, 0.8])
 
 
 # -- the schedule with plain AdamW (weight decay on: LR 0 must stop it too) ------------------------
@@ -150,7 +160,7 @@ def test_freezing_a_text_only_policy_stops_the_run_naming_the_key(tmp_path):
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in generate(1, 4, 1, 30)["sft"]))
     cfg = write_config(tmp_path, init, data, "  freeze_decoder_steps: 2\n")
-    with pytest.raises(ConfigError, match=r"train.freeze_decoder_steps=2 needs a vision-language policy"):
+    with pytest.raises(ConfigError, match=r"train.freeze_decoder_steps=2: only for a vision-language policy"):
         main(["--config", str(cfg), "--no-eval"])
     assert not (tmp_path / "runs").exists()
 
