@@ -13,10 +13,14 @@ so one LLM token per 28x28 block; images wider than MAX_PATCHES_PER_SIDE patches
   - one character per 28x28 cell, black on white, 1-bit PNG; character k sits in cell
     (k % COLUMNS, k // COLUMNS), COLUMNS = the most cells the processor keeps at full scale
     (MAX_PATCHES_PER_SIDE // 2). At 32 patches a side (448 px, 16 cells) every expression (at
-    most 14 characters, "9999+9999+9999") is one row, 28*len x 28 px, at most 392 x 28 = 14
-    image tokens; at 16 (224 px) one longer than 8 characters wraps to a second row (read
-    row-major, like the patches) instead of being downscaled off the token grid. Sizes are
-    multiples of 28, so the processor never pads.
+    most 14 characters, "9999+9999+9999") is one row; at 16 (224 px) one longer than 8
+    characters wraps to a second row (read row-major, like the patches) instead of being
+    downscaled off the token grid. Sizes are multiples of 28, so the processor never pads.
+  - **every image is COLUMNS cells wide** (448 x 28 px: 16 image tokens), the cells after the
+    expression left blank. With one cell per character (28*len px), the image-token count gave
+    the expression's length away, and the tiny VLM keyed on it instead of reading the digits
+    (BENCHMARKS.md, "Image demo, SFT stage"). (Reading itself is learnt with either width once
+    the tower trains at a lower LR than the decoder: BENCHMARKS.md, "Issue 19, part 2".)
   - glyphs are Pillow's built-in font (`ImageFont.load_default(size=28)`, FreeType; no font
     files), thresholded to black/white, cropped to their ink and centered in the cell (digits
     14x19 px, "1" 9x19, "+" 12x13, "-" 6x2). 1-bit because the anti-aliased gray edges tripled the file size
@@ -71,8 +75,9 @@ def glyph(ch: str, font_size: int = FONT_SIZE) -> Image.Image:
 
 
 def image_size(n_chars: int) -> tuple[int, int]:
-    """(width, height) of an expression's image."""
-    return CELL * min(n_chars, COLUMNS), CELL * -(-n_chars // COLUMNS)
+    """(width, height) of an expression's image: always COLUMNS cells wide, a row per COLUMNS
+    characters."""
+    return CELL * COLUMNS, CELL * max(1, -(-n_chars // COLUMNS))
 
 
 def render(expr: str, jitter_seed: str | None = None) -> Image.Image:

@@ -1,5 +1,6 @@
 """The embedded multimodal task (experiments/arith_image.py): the text task's problems with the
-expression drawn into a 1-bit PNG, one glyph per 28x28 cell (one vision token after the 2x2 merge)."""
+expression drawn into a 1-bit PNG, one glyph per 28x28 cell (one vision token after the 2x2 merge),
+on a canvas of a fixed COLUMNS cells whatever the expression's length."""
 
 from __future__ import annotations
 
@@ -95,15 +96,17 @@ def test_sft_repeats_share_an_image_and_nothing_else_does(both):
 
 
 def test_cells_of_a_render_are_the_single_character_renders():
-    # "12+3" without jitter: four 28x28 cells, each pixel-equal to that character drawn alone
+    # "12+3" without jitter: 16 28x28 cells, the first four pixel-equal to that character drawn
+    # alone, the rest blank paper
     im = render("12+3")
-    assert (im.mode, im.size) == ("1", (4 * 28, 28))
+    assert (im.mode, im.size) == ("1", (COLUMNS * 28, 28))
     for cell, ch in zip(cells(im), "12+3"):
-        assert np.array_equal(ink(cell), ink(render(ch)))
+        assert np.array_equal(ink(cell), ink(cells(render(ch))[0]))
+    assert not any(ink(cell).any() for cell in cells(im)[4:])
 
 
 def test_glyphs_are_distinct_centered_and_sized():
-    singles = {ch: ink(render(ch)) for ch in CHARS}
+    singles = {ch: ink(cells(render(ch))[0]) for ch in CHARS}
     keys = [a.tobytes() for a in singles.values()]
     assert len(set(keys)) == len(CHARS)  # 12 different pictures
     for ch, a in singles.items():
@@ -122,7 +125,8 @@ def test_jitter_moves_each_glyph_at_most_one_pixel_and_is_deterministic():
     expr = "5281-394+1187"
     plain, a, b = render(expr), render(expr, "0:" + expr), render(expr, "0:" + expr)
     assert a.tobytes() == b.tobytes() and a.tobytes() != plain.tobytes()
-    for c0, c1 in zip(cells(plain), cells(a)):
+    assert not ink(a).any(axis=0)[len(expr) * CELL :].any()  # no jitter reaches the blank cells
+    for c0, c1 in zip(cells(plain)[: len(expr)], cells(a)):
         p, q = ink(c0), ink(c1)
         assert p.sum() == q.sum()  # a shift, never a clip into the next cell
         (py, px), (qy, qx) = np.nonzero(p), np.nonzero(q)
@@ -130,15 +134,12 @@ def test_jitter_moves_each_glyph_at_most_one_pixel_and_is_deterministic():
 
 
 @pytest.mark.parametrize("expr", ["3+4", "27+7-9", "5281-394+1187", "9999+9999+9999"])
-def test_size_is_28_px_a_character_and_the_processor_keeps_it(expr):
+def test_every_image_is_one_16_cell_row_and_the_processor_keeps_it(expr):
+    """A fixed width: the image-token count says nothing about the expression's length."""
     im = render(expr, "0:" + expr)
-    n = len(expr)
-    rows = -(-n // COLUMNS)
-    assert im.size == (28 * min(n, COLUMNS), 28 * rows)
-    if n <= COLUMNS:
-        assert im.size == (28 * n, 28)  # one row: a cell per character
-    # not downscaled by the tiny VLM's processor: one image token per 28x28 cell
-    assert num_image_tokens(im) == min(n, COLUMNS) * rows
+    assert im.size == (28 * COLUMNS, 28) == (448, 28)
+    # not downscaled by the tiny VLM's processor: one image token per 28x28 cell, 16 for every expression
+    assert num_image_tokens(im) == COLUMNS == 16
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_written_rows_load_and_images_decode(written):
             assert r.question() == INSTRUCTION and r.metadata["modality"] == "image"
             expr = r.metadata["expression"]
             with Image.open(path) as im:
-                assert im.mode == "1" and im.size == (28 * min(len(expr), COLUMNS), 28 * -(-len(expr) // COLUMNS))
+                assert im.mode == "1" and im.size == (28 * COLUMNS, 28)
             if name == "sft":  # the response rides along in metadata here
                 assert r.metadata["response"].startswith(f"<think>\nPlan: {expr} in ")
     referenced = {Path(r.images()[0]).name for n in counts for r in load_prompt_rows(written / f"{n}.jsonl")}
