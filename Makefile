@@ -39,10 +39,13 @@ demo-long: setup
 	RL_CONFIG=experiments/configs/rl_long_lenpen.yaml \
 	SFT_RUN=demo-long RL_RUN=demo-long-rl-lenpen PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
-# The same two-stage demo on the image task with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder).
+# The image demo with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder), in Kimi-VL's order: vision
+# alignment on image->text pairs (align_image_demo.yaml; its held-out transcription accuracy is
+# printed), long-CoT SFT on the image task from the aligned checkpoint, then RL.
 demo-image: setup
-	PREP_CONFIG=experiments/configs/prep_image_demo.yaml SFT_CONFIG=experiments/configs/sft_image_demo.yaml \
-	RL_CONFIG=experiments/configs/rl_image_demo.yaml \
+	PREP_CONFIG=experiments/configs/prep_image_demo.yaml SFT_STAGE1_CONFIG=experiments/configs/align_image_demo.yaml \
+	STAGE1_READ_CHECK="runs/demo-image-align data/arith_align/eval.jsonl" \
+	SFT_CONFIG=experiments/configs/sft_image_demo.yaml RL_CONFIG=experiments/configs/rl_image_demo.yaml \
 	SFT_RUN=demo-image RL_RUN=demo-image-rl PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
 test: setup browser

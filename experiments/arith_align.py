@@ -9,11 +9,18 @@ number of image tokens (BENCHMARKS.md, "Image demo, SFT stage"). These pairs tea
   - operators:  "Which operators are in the image?"               -> "plus and minus".
 
 Expressions are the arithmetic task's (experiments/arith.py draws them), glyphs are its renderer's
-(arith_image.glyph, Pillow's built-in font), but the layout varies, so the image-token count says
-little about the text: font size 18-34 px, 1-10 px between glyphs, the line anywhere on a canvas
-of 1-16 x 1-4 cells (28 px each; <= 256 patches, so the processor never downscales), paper and
-ink gray levels, and 0-2 % speckle pixels. A share of the rows (`task_style_share`) is drawn
-exactly as the image task draws it (arith_image.render), so the aligned tower has seen those too.
+(arith_image.glyph, Pillow's built-in font), and the layout is the image task's: character k in
+cell k of a 16-cell row (448 x 28 px, 16 image tokens whatever the length, so the token count says
+nothing about the text). Inside that grid the drawing varies: font size 22-28 px, each glyph up
+to 4 px off its cell's center each way (so the gaps between glyphs vary by up to 16 px), paper and
+ink gray levels, and 0-2 % speckle pixels. Half of the rows (`task_style_share`) are drawn exactly
+as the image task draws them (arith_image.render), so the aligned tower has seen those too.
+
+Why this much variety and no more (measured, BENCHMARKS.md "Issue 19, part 2"): after 350 steps
+of the same training, the task's own drawing was read at 0.98 character accuracy, glyphs of
+18-28 px placed anywhere in their cells at 0.39. (The free placement this generator first used,
+sizes 18-34 px anywhere on canvases of 1-16 x 1-4 cells, was tried only at the decoder's LR, where
+nothing was read.)
 
 Everything is drawn from `seed`: a row keeps its `Style` and noise seed in metadata, and
 `render_row(row)` redraws its image bit for bit. The held-out split shares no expression with
@@ -39,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from experiments.arith import MAX_DIGITS, OPERAND_COUNTS, OP_MIXES, Problem, generate, make_problem
-from experiments.arith_image import CELL, COLUMNS, glyph, render
+from experiments.arith_image import CELL, COLUMNS, FONT_SIZE, glyph, image_size, render
 from prompts.schema import write_jsonl
 
 DOMAIN = "arithmetic_image_align"
@@ -48,12 +55,10 @@ INSTRUCTIONS = {
     "operands": "How many numbers are in the image?",
     "operators": "Which operators are in the image?",
 }
-KIND_WEIGHTS = {"transcribe": 0.6, "operands": 0.2, "operators": 0.2}  # OCR first, as the report stresses
+KIND_WEIGHTS = {"transcribe": 0.8, "operands": 0.1, "operators": 0.1}  # OCR first, as the report stresses
 OP_NAMES = {"+": "plus", "-": "minus"}
-FONT_SIZES = range(18, 35)
-SPACING = (1, 10)  # px between ink boxes
-MAX_ROWS = 4  # canvas height in cells; 16 x 4 cells = 448 x 112 px = 256 patches, the processor's limit
-MARGIN = 2  # px of paper kept around the line
+FONT_SIZES = range(22, FONT_SIZE + 1)  # every glyph of these sizes fits a 28-px cell
+SHIFT = 4  # px: most a glyph moves off its cell's center, each way (clipped to the cell)
 MAX_NOISE = 0.02  # share of speckle pixels
 
 
@@ -70,59 +75,50 @@ def caption(kind: str, p: Problem) -> str:
 
 @dataclass(frozen=True)
 class Style:
-    """How one image is drawn. `task` True: exactly as arith_image.render draws it, `noise_seed`
-    seeding its glyph jitter (the other fields unused)."""
+    """How one image is drawn: character k in cell k of arith_image's 16-cell row, at `font_size`,
+    placed in its cell by offsets drawn from `noise_seed`, in `ink` on `paper` (gray levels), a
+    share `noise` of its pixels replaced by random gray. `task` True: exactly as
+    arith_image.render draws it, `noise_seed` seeding its glyph jitter (the other fields unused)."""
 
     task: bool
-    font_size: int = 28
-    spacing: int = 0
-    x0: int = 0  # top-left of the line's ink box
-    y0: int = 0
-    width: int = CELL  # canvas, px (multiples of CELL: the processor pads nothing)
-    height: int = CELL
-    paper: int = 255  # gray levels
+    font_size: int = FONT_SIZE
+    paper: int = 255
     ink: int = 0
-    noise: float = 0.0  # share of pixels replaced by random gray
+    noise: float = 0.0
     noise_seed: int = 0
 
 
-def line_size(expr: str, font_size: int, spacing: int) -> tuple[int, int]:
-    """(width, height) of the expression's ink line at this size and spacing."""
-    gs = [glyph(ch, font_size) for ch in expr]
-    return sum(g.width for g in gs) + spacing * (len(gs) - 1), max(g.height for g in gs)
-
-
-def draw_style(rng: random.Random, expr: str, task_style_share: float) -> Style:
+def draw_style(rng: random.Random, task_style_share: float) -> Style:
     if rng.random() < task_style_share:
         return Style(task=True, noise_seed=rng.getrandbits(32))  # the seed of the glyph jitter
-    while True:  # the widest expressions at the largest sizes may not fit in 16 cells: redraw
-        font_size, spacing = rng.choice(FONT_SIZES), rng.randint(*SPACING)
-        w, h = line_size(expr, font_size, spacing)
-        if w + 2 * MARGIN <= COLUMNS * CELL:
-            break
-    min_cols, min_rows = -(-(w + 2 * MARGIN) // CELL), -(-(h + 2 * MARGIN) // CELL)
-    width, height = CELL * rng.randint(min_cols, COLUMNS), CELL * rng.randint(min_rows, MAX_ROWS)
-    return Style(
-        task=False, font_size=font_size, spacing=spacing,
-        x0=rng.randint(MARGIN, width - w - MARGIN), y0=rng.randint(MARGIN, height - h - MARGIN),
-        width=width, height=height, paper=rng.randint(215, 255), ink=rng.randint(0, 60),
-        noise=round(rng.uniform(0.0, MAX_NOISE), 4), noise_seed=rng.getrandbits(32),
-    )
+    return Style(task=False, font_size=rng.choice(FONT_SIZES), paper=rng.randint(215, 255), ink=rng.randint(0, 60),
+                 noise=round(rng.uniform(0.0, MAX_NOISE), 4), noise_seed=rng.getrandbits(32))
+
+
+def glyph_origins(expr: str, style: Style) -> list[tuple[int, int]]:
+    """Top-left (x, y) of each glyph: up to SHIFT px off its cell's center, inside the cell,
+    drawn from `style.noise_seed`."""
+    rng = random.Random(style.noise_seed)
+    out = []
+    for k, ch in enumerate(expr):
+        g = glyph(ch, style.font_size)
+        cx, cy = (k % COLUMNS) * CELL, (k // COLUMNS) * CELL
+        (x0, x1), (y0, y1) = ((max(0, (CELL - size) // 2 - SHIFT), min(CELL - size, (CELL - size) // 2 + SHIFT))
+                              for size in (g.width, g.height))
+        out.append((cx + rng.randint(x0, x1), cy + rng.randint(y0, y1)))
+    return out
 
 
 def render_styled(expr: str, style: Style) -> Image.Image:
-    """The expression as a grayscale image drawn in `style`, glyphs centered on the line's middle."""
+    """The expression as a grayscale image drawn in `style`."""
     if style.task:
         return render(expr, jitter_seed=str(style.noise_seed)).convert("L")
-    canvas = np.full((style.height, style.width), style.paper, dtype=np.uint8)
-    _, line_h = line_size(expr, style.font_size, style.spacing)
-    x = style.x0
-    for ch in expr:
+    width, height = image_size(len(expr))
+    canvas = np.full((height, width), style.paper, dtype=np.uint8)
+    for ch, (x, y) in zip(expr, glyph_origins(expr, style)):
         g = glyph(ch, style.font_size)
-        y = style.y0 + (line_h - g.height) // 2
         ink = ~np.asarray(g, dtype=bool)  # 1-bit glyph: False where black
         canvas[y : y + g.height, x : x + g.width][ink] = style.ink
-        x += g.width + style.spacing
     if style.noise > 0:
         nrng = np.random.default_rng(style.noise_seed)
         hit = nrng.random(canvas.shape) < style.noise
@@ -149,7 +145,7 @@ def _problems(rng: random.Random, n: int, avoid: set[str]) -> list[Problem]:
 
 
 def generate_align(seed: int, n_train: int, n_eval: int, exclude: set[str] = frozenset(),
-                   task_style_share: float = 0.25) -> dict[str, list[dict]]:
+                   task_style_share: float = 0.5) -> dict[str, list[dict]]:
     """{"sft": training pairs, "eval": held-out pairs}. Eval expressions are distinct, and neither
     split has an expression of `exclude`; training expressions may repeat (with other styles)."""
     rng = random.Random(seed)
@@ -178,7 +174,7 @@ def generate_align(seed: int, n_train: int, n_eval: int, exclude: set[str] = fro
                 "domain": DOMAIN,
                 "verifier": "string",
                 "metadata": {"modality": "image", "kind": kind, "expression": p.expression,
-                             "style": asdict(draw_style(rng, p.expression, task_style_share))},
+                             "style": asdict(draw_style(rng, task_style_share))},
                 "response": text,
             })
         out[split] = rows
@@ -196,9 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/arith_align")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=12000)
+    ap.add_argument("--n-train", type=int, default=24000)
     ap.add_argument("--n-eval", type=int, default=300)
-    ap.add_argument("--task-style-share", type=float, default=0.25,
+    ap.add_argument("--task-style-share", type=float, default=0.5,
                     help="share of images drawn exactly as the image task draws them")
     ap.add_argument("--task-seed", type=int, default=0,
                     help="seed of the image task whose eval expressions are kept out of both splits")

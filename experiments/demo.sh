@@ -23,6 +23,11 @@ else
   python -m experiments.prepare --config "$PREP_CONFIG"  # SFT starts from a checkpoint and data files
   if [ -n "${SFT_STAGE1_CONFIG:-}" ]; then  # a first SFT stage whose checkpoint SFT_CONFIG starts from
     python -m cot_sft.train --config "$SFT_STAGE1_CONFIG" --no-eval
+    if [ -n "${STAGE1_READ_CHECK:-}" ]; then  # "RUN_DIR EVAL_FILE": can the aligned VLM read? (T = 0)
+      read -r RUN_DIR READ_EVAL <<<"$STAGE1_READ_CHECK"
+      python -m experiments.read_accuracy --checkpoint "$RUN_DIR/checkpoint" --data "$READ_EVAL" \
+        --out "$RUN_DIR/read_accuracy.json" --summary
+    fi
   fi
   python -m cot_sft.train --config "$SFT_CONFIG" --set run_name="$SFT_RUN"
 fi

@@ -71,10 +71,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=None, help="at most this many rows")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--out", default=None, help="write the result here as JSON")
+    ap.add_argument("--summary", action="store_true", help="print one line instead of the whole result")
     args = ap.parse_args(argv)
     rows = [r for r in load_prompt_rows(args.data) if args.kind is None or r.metadata.get("kind") == args.kind]
     res = read_accuracy(args.checkpoint, rows[: args.n], args.temperature)
-    print(json.dumps(res, indent=2))
+    if args.summary:
+        kinds = ", ".join(f"{k} {v:.3f}" for k, v in res["by_kind"].items())
+        print(f"held-out exact match (T={args.temperature}, n={res['n']}): {res['exact_match']:.3f}; {kinds}")
+    else:
+        print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     return res

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from experiments.arith_align import generate_align, write_images
-from experiments.read_accuracy import read_accuracy
+from experiments.read_accuracy import main, read_accuracy
 from prompts.schema import load_prompt_rows
 
 
@@ -23,11 +23,11 @@ def setup(tmp_path_factory):
     rows = generate_align(0, 0, 6)["eval"]
     write_images(rows, root)
     (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return ckpt, load_prompt_rows(root / "eval.jsonl")
+    return ckpt, load_prompt_rows(root / "eval.jsonl"), root / "eval.jsonl"
 
 
 def test_counts_per_kind_and_greedy_is_repeatable(setup):
-    ckpt, rows = setup
+    ckpt, rows, _ = setup
     a = read_accuracy(ckpt, rows, max_new_tokens=6)
     b = read_accuracy(ckpt, rows, max_new_tokens=6)
     assert a == b and a["n"] == 6 and a["temperature"] == 0.0
@@ -39,6 +39,18 @@ def test_counts_per_kind_and_greedy_is_repeatable(setup):
 
 
 def test_sampling_runs(setup):
-    ckpt, rows = setup
+    ckpt, rows, _ = setup
     res = read_accuracy(ckpt, rows[:2], temperature=1.0, max_new_tokens=4)
     assert res["n"] == 2 and 0.0 <= res["exact_match"] <= 1.0
+
+
+def test_cli_summary_line_and_json_file_agree(setup, tmp_path, capsys):
+    """The one line `make demo-image` prints after alignment is the saved result's numbers."""
+    ckpt, _, data = setup
+    out = tmp_path / "read.json"
+    res = main(["--checkpoint", str(ckpt), "--data", str(data), "--kind", "transcribe", "--out", str(out), "--summary"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert set(res["by_kind"]) == {"transcribe"}
+    assert line == (f"held-out exact match (T=0.0, n={res['n']}): {res['exact_match']:.3f}; "
+                    f"transcribe {res['by_kind']['transcribe']:.3f}")
