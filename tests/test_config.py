@@ -163,7 +163,7 @@ def test_shipped_demo_config_validates():
     "prep, sft",
     [
         ("prep_demo.yaml", ["sft_demo.yaml"]),
-        ("prep_image_demo.yaml", ["sft_image_demo.yaml"]),
+        ("prep_image_demo.yaml", ["align_image_demo.yaml", "sft_image_demo.yaml"]),
         ("prep_long.yaml", ["sft_long_stage1.yaml", "sft_long.yaml"]),
     ],
 )
