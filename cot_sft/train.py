@@ -13,9 +13,9 @@ What it does, top to bottom:
 Image rows (vision-language policies, e.g. the tiny Kimi-K2.5 of the image demo) train the
 same way: placeholders expanded as the engine expands them (`rl.vision`), pixel inputs decoded
 per step, tower, projector and decoder all trained. Vision alignment (issue 19, Kimi-VL's order:
-tower first, on image->text pairs such as experiments/arith_align.py) is this entry with
-`train.freeze_decoder_steps: N`: the decoder stays frozen for the first N steps (cot_sft/freeze.py,
-experiments/configs/align_image_demo.yaml). Differences from the papers: a fixed number
+tower first, on image->text pairs such as experiments/arith_align.py) is this entry on those pairs,
+with the vision side on its own LR (`train.vision_lr_ratio`) and optionally the decoder frozen for
+its first N steps (`train.freeze_decoder_steps`; cot_sft/freeze.py, align_image_demo.yaml). Differences from the papers: a fixed number
 of optimizer steps instead of epochs (the embedded task is generated, so "an epoch" has no
 special meaning). The demo writes the task data and builds the tiny starting model before this
 runs (experiments/prepare.py).
