@@ -36,11 +36,13 @@ class SFTTrain(_Strict):
     freeze_decoder_steps: int = Field(
         0, ge=0, description="Vision alignment (issue 19): for this many first steps only the vision tower and "
         "projector learn, the decoder's weights stay exactly as loaded; then it joins, its LR warming up again "
-        "over warmup_steps (cot_sft/freeze.py). 0: everything trains from the start. Vision-language policies only"
+        "over warmup_steps (cot_sft/vision_groups.py). 0: everything trains from the start. "
+        "Vision-language policies only"
     )
     vision_lr_ratio: float = Field(
-        1.0, gt=0, le=1, description="LR of the vision tower and projector as a fraction of optim.lr (cot_sft/freeze.py; "
-        "the image demo's alignment uses 0.25: at the decoder's LR the projector output collapsed onto one vector). "
+        1.0, gt=0, le=1, description="LR of the vision tower and projector as a fraction of optim.lr "
+        "(cot_sft/vision_groups.py; the image demo's alignment uses 0.25: at the decoder's LR the projector output "
+        "collapsed onto one vector). "
         "Vision-language policies only"
     )
 

@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from prompts.chat import encode_sft_example
 from prompts.images import DEFAULT_MAX_IMAGE_PIXELS, open_image
 from prompts.schema import DataError, PromptRow, check_row_images, iter_raw_rows, row_from_dict
@@ -40,6 +42,18 @@ def load_sft_rows(path: str | Path, max_image_pixels: int = DEFAULT_MAX_IMAGE_PI
     return out
 
 
+def encode_example(tokenizer, row: PromptRow, response: str, images: list[Image.Image],
+                   vision=None) -> tuple[list[int], list[bool]]:
+    """Token ids and assistant-only loss mask of one row; with `images` (decoded, in the row's
+    order), its image placeholders expanded as the engine expands them (`vision`)."""
+    ids, mask = encode_sft_example(tokenizer, row.chat(), response)
+    if not images:
+        return ids, mask
+    full = vision.expand(ids, images)
+    n_prompt = len(full) - (len(ids) - mask.index(True))  # mask is False...False True...True
+    return full, [j >= n_prompt for j in range(len(full))]
+
+
 def tokenize_examples(tokenizer, examples: list[SFTExample], max_seq_len: int,
                       vision=None) -> tuple[list[Sample], int]:
     """Returns (samples, number dropped for exceeding max_seq_len). Image rows need `vision`
@@ -47,14 +61,10 @@ def tokenize_examples(tokenizer, examples: list[SFTExample], max_seq_len: int,
     samples keep the image sources (decoded again per step, not held in memory)."""
     samples, dropped = [], 0
     for i, ex in enumerate(examples):
-        ids, mask = encode_sft_example(tokenizer, ex.row.chat(), ex.response)
         sources = ex.row.images()
-        if sources:
-            if vision is None:
-                raise DataError(f"row {ex.row.id!r} has images but the policy is text-only")
-            full = vision.expand(ids, [open_image(src) for src in sources])
-            n_prompt = len(full) - (len(ids) - mask.index(True))  # mask is False...False True...True
-            ids, mask = full, [j >= n_prompt for j in range(len(full))]
+        if sources and vision is None:
+            raise DataError(f"row {ex.row.id!r} has images but the policy is text-only")
+        ids, mask = encode_example(tokenizer, ex.row, ex.response, [open_image(src) for src in sources], vision)
         if len(ids) > max_seq_len:
             dropped += 1
             continue

@@ -15,9 +15,9 @@ same way: placeholders expanded as the engine expands them (`rl.vision`), pixel 
 per step, tower, projector and decoder all trained. Vision alignment (issue 19, Kimi-VL's order:
 tower first, on image->text pairs such as experiments/arith_align.py) is this entry on those pairs,
 with the vision side on its own LR (`train.vision_lr_ratio`) and optionally the decoder frozen for
-its first N steps (`train.freeze_decoder_steps`; cot_sft/freeze.py, align_image_demo.yaml). Differences from the papers: a fixed number
-of optimizer steps instead of epochs (the embedded task is generated, so "an epoch" has no
-special meaning). The demo writes the task data and builds the tiny starting model before this
+its first N steps (`train.freeze_decoder_steps`; cot_sft/vision_groups.py, align_image_demo.yaml).
+Differences from the papers: a fixed number of optimizer steps instead of epochs (the embedded
+task is generated, so "an epoch" has no special meaning). The demo writes the task data and builds the tiny starting model before this
 runs (experiments/prepare.py).
 
     python -m cot_sft.train --config experiments/configs/sft_demo.yaml [--set train.max_steps=50]
@@ -36,7 +36,7 @@ import torch
 
 from cot_sft.config import SFTConfig
 from cot_sft.data import load_sft_rows, step_batches, tokenize_examples
-from cot_sft.freeze import DecoderFreeze
+from cot_sft.vision_groups import VisionDecoderGroups
 from prompts.schema import DataError, load_prompt_rows
 from rl.configio import ConfigError, dump_config, load_config
 from rl.dist import build_deepspeed, init_distributed
@@ -57,10 +57,10 @@ def lr_multiplier(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_engine(model: torch.nn.Module, cfg: SFTConfig) -> tuple[Any, bool, DecoderFreeze | None]:
+def build_engine(model: torch.nn.Module, cfg: SFTConfig) -> tuple[Any, bool, VisionDecoderGroups | None]:
     """DeepSpeed around `model` with the warm-up + cosine LR schedule; with
     `train.freeze_decoder_steps` or `train.vision_lr_ratio`, two parameter groups: the vision side
-    on its own LR, the decoder waiting while frozen (cot_sft/freeze.py)."""
+    on its own LR, the decoder waiting while frozen (cot_sft/vision_groups.py)."""
     tr = cfg.train
 
     def schedule(s: int) -> float:
@@ -68,11 +68,11 @@ def build_engine(model: torch.nn.Module, cfg: SFTConfig) -> tuple[Any, bool, Dec
 
     if not tr.freeze_decoder_steps and tr.vision_lr_ratio == 1.0:
         return (*build_deepspeed(model, cfg.optim, schedule), None)
-    freeze = DecoderFreeze(model, tr.freeze_decoder_steps, tr.vision_lr_ratio)
-    engine, bf16 = build_deepspeed(model, cfg.optim, freeze.lr_lambdas(schedule, tr.warmup_steps), freeze.groups)
-    print(f"vision side: {sum(p.numel() for p in freeze.groups[0]) / 1e6:.2f}M params at {tr.vision_lr_ratio} x LR; "
-          f"decoder: {sum(p.numel() for p in freeze.groups[1]) / 1e6:.2f}M params, frozen for {freeze.steps} steps")
-    return engine, bf16, freeze
+    groups = VisionDecoderGroups(model, tr.freeze_decoder_steps, tr.vision_lr_ratio)
+    engine, bf16 = build_deepspeed(model, cfg.optim, groups.lr_lambdas(schedule, tr.warmup_steps), groups.groups)
+    print(f"vision side: {sum(p.numel() for p in groups.groups[0]) / 1e6:.2f}M params at {tr.vision_lr_ratio} x LR; "
+          f"decoder: {sum(p.numel() for p in groups.groups[1]) / 1e6:.2f}M params, frozen for {groups.steps} steps")
+    return engine, bf16, groups
 
 
 def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
@@ -110,10 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     vision_keys = [f"train.freeze_decoder_steps={tr.freeze_decoder_steps}"] if tr.freeze_decoder_steps else []
     if tr.vision_lr_ratio != 1.0:
         vision_keys.append(f"train.vision_lr_ratio={tr.vision_lr_ratio}")
-    if vision_keys and load_vision(cfg.init_checkpoint) is None:
+    policy_vision = load_vision(cfg.init_checkpoint)
+    if vision_keys and policy_vision is None:
         raise ConfigError(f"{args.config}: {', '.join(vision_keys)}: only for a vision-language policy; "
                           f"{cfg.init_checkpoint} is text-only")
-    vision = load_vision(cfg.init_checkpoint) if any(ex.row.has_images() for ex in examples) else None
+    vision = policy_vision if any(ex.row.has_images() for ex in examples) else None
     samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
     if not samples:
         raise DataError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     dist = init_distributed(nccl=cfg.optim.nccl)
     torch.manual_seed(cfg.train.seed)
     model = load_policy(init_ckpt)
-    engine, bf16, freeze = build_engine(model, cfg)
+    engine, bf16, groups = build_engine(model, cfg)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, bf16={bf16}, "
           f"ZeRO-{cfg.optim.zero_stage}, world={dist.world_size}")
 
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     progress = ProgressLine("SFT", tr.max_steps, every_s=30.0)  # plain lines: readable in `make demo > log`
     for step in range(tr.max_steps):
         epoch, batch = next(stream)
-        if freeze is not None:
-            freeze.at_step(step)
+        if groups is not None:
+            groups.at_step(step)
         micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens, device=dist.device)
         n_targets = sum(mb.num_targets for mb in micro)
         # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
@@ -166,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
             "lr": engine.get_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
             "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
         }
-        if freeze is not None:
-            rec["lr_decoder"], rec["decoder_frozen"] = lrs[1], freeze.frozen(step)
+        if groups is not None:
+            rec["lr_decoder"], rec["decoder_frozen"] = lrs[1], groups.frozen(step)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if dist.rank == 0:

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cot_sft.data import encode_example
 from experiments.arith_align import generate_align, render_row
 from experiments.arith_image import CELL, COLUMNS, glyph, render
 from experiments.tiny_vlm import build_tiny_vlm_checkpoint
-from prompts.chat import encode_sft_example
 from prompts.schema import row_from_dict
-from rl.modeling import load_policy, load_tokenizer, model_inputs
+from rl.modeling import load_policy, load_tokenizer, packed_ce_sum, packed_logits
 from rl.packing import IGNORE, Sample, pack, pack_by_budget
 from rl.vision import load_vision, vision_side_names
 
@@ -67,18 +67,9 @@ def to_samples(tok, vision, rows: list[dict], kinds: set[str], layout: str) -> l
             continue
         row = row_from_dict({k: v for k, v in raw.items() if k != "response"}, "probe")
         img = draw(raw, layout, i)
-        ids, mask = encode_sft_example(tok, row.chat(), raw["response"])
-        full = vision.expand(ids, [img])
-        n_prompt = len(full) - (len(ids) - mask.index(True))
-        out.append((Sample(full, [j >= n_prompt for j in range(len(full))], i, [img]), raw))
+        ids, mask = encode_example(tok, row, raw["response"], [img], vision)
+        out.append((Sample(ids, mask, i, [img]), raw))
     return out
-
-
-def logits_of(model, vision, batch, bf16: bool) -> torch.Tensor:
-    kw = model_inputs(batch, vision, torch.device("cpu"), torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(**kw).logits.float()
-    return logits.reshape(-1, logits.shape[-1])
 
 
 @torch.no_grad()
@@ -91,7 +82,7 @@ def evaluate(model, vision, ev: list[tuple[Sample, dict]], bf16: bool) -> dict:
     for j in range(0, len(ev), 40):
         chunk = ev[j : j + 40]
         b = pack([[s] for s, _ in chunk])
-        pred = logits_of(model, vision, b, bf16).argmax(-1)
+        pred = packed_logits(model, b, autocast_bf16=bf16, vision=vision).argmax(-1)
         trained = b.targets != IGNORE
         ok = (pred == b.targets) | ~trained
         right += int(((pred == b.targets) & trained).sum())
@@ -157,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         n_t = sum(mb.num_targets for mb in micro)
         loss = 0.0
         for mb in micro:
-            ce = torch.nn.functional.cross_entropy(logits_of(model, vision, mb, args.bf16), mb.targets,
-                                                   ignore_index=IGNORE, reduction="sum")
+            ce = packed_ce_sum(model, mb, autocast_bf16=args.bf16, vision=vision)
             (ce / n_t).backward()
             loss += ce.item()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

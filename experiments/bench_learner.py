@@ -242,12 +242,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", help="write the result as JSON here")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_learner_") as work:
-        policy = args.policy
+        cfg = load_config(RLConfig, args.config, args.set + ([f"policy={args.policy}"] if args.policy else []))
         if args.build_policy:
-            rows = max(QWEN2_05B_LAYERS["max_positions"], load_config(RLConfig, args.config, args.set).learner.row_tokens)
-            policy = str(build_tiny_checkpoint(Path(work) / args.build_policy, seed=0,
-                                               **{**QWEN2_05B_LAYERS, "max_positions": rows}))
-        cfg = load_config(RLConfig, args.config, args.set + ([f"policy={policy}"] if policy else []))
+            rows = max(QWEN2_05B_LAYERS["max_positions"], cfg.learner.row_tokens)
+            built = build_tiny_checkpoint(Path(work) / args.build_policy, seed=0,
+                                          **{**QWEN2_05B_LAYERS, "max_positions": rows})
+            cfg = cfg.model_copy(update={"policy": str(built)})
         if args.synthetic:
             groups, k = (int(x) for x in args.synthetic.lower().split("x"))
             vocab = json.loads((Path(cfg.policy) / "config.json").read_text())["vocab_size"]

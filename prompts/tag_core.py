@@ -34,7 +34,6 @@ fails (finish_reason "error") fails the whole chunk: tagging it as a miss would 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections import defaultdict
@@ -54,20 +53,18 @@ from prompts.tag_io import FieldMap, same_file
 from rl.length_stats import percentile
 from rl.rewards.scores import is_correct
 from rl.rewards import VerifierConfig
-from rollout.engine import EngineConfig, GenRequest, SamplingConfig, by_request
+from rollout.engine import EngineConfig, GenRequest, SamplingConfig, by_request, stable_seed
 
 EXCLUDE_TYPES = ("multiple_choice", "true_false", "proof")
 GUESS_TEMPLATE = (
     "{question}\n\nAnswer immediately with only the final answer in \\boxed{}. Do not show any reasoning."
 )
 EMPTY_THINK = "<think>\n</think>\n"
-_SEED_SPACE = 2**31 - 2**16  # room for seed + j (j < n) without overflowing a signed int32
 
 
 def derive_seed(seed: int, prompt_id: str, purpose: str) -> int:
     """A per-(run seed, prompt id, purpose) seed, stable across processes and Python versions."""
-    h = hashlib.blake2b(f"{seed}\x00{purpose}\x00{prompt_id}".encode(), digest_size=8)
-    return int.from_bytes(h.digest(), "little") % _SEED_SPACE
+    return stable_seed(seed, purpose, prompt_id)
 
 
 class _Strict(BaseModel):

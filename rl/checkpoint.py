@@ -32,7 +32,6 @@ what the uninterrupted run's did (tests/test_resume_equals_never_stopping.py).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import random
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from rl.metrics import RUN_LOGS
+from rollout.engine import stable_seed
 
 STATE_FILE = "trainer_state.json"
 MARKER = "latest"
@@ -158,11 +158,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # -- rollout seeds ------------------------------------------------------------------------------
 
-# Room below 2**31 for seed + i*n + j (fewer than 2**24 samples in one call): a signed int32, as
-# the tagging CLI's seeds (prompts/tag_core.py).
-ROLLOUT_SEED_SPACE = 2**31 - 2**24
-
-
 def rollout_seed(seed: int, iteration: int, call: int) -> int:
     """The base seed of an iteration's `call`-th rollout (0: the prompts drawn first, 1: the
     replacements after dynamic filtering), a hash of the three that is the same in every process.
@@ -174,8 +169,7 @@ def rollout_seed(seed: int, iteration: int, call: int) -> int:
     where the first attempt left it. With a seed per call (and per sample within it,
     `rollout.engine.SamplingConfig.seed`) the samples depend only on the run's seed, the
     iteration, the prompts drawn and the weights."""
-    h = hashlib.blake2b(f"{seed}\x00rollout\x00{iteration}\x00{call}".encode(), digest_size=8)
-    return int.from_bytes(h.digest(), "little") % ROLLOUT_SEED_SPACE
+    return stable_seed(seed, "rollout", iteration, call)
 
 
 # -- atomic files ------------------------------------------------------------------------------

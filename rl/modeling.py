@@ -147,6 +147,18 @@ def model_inputs(batch: PackedBatch, vision: Any | None, device: torch.device, d
     return kw
 
 
+def packed_logits(model: torch.nn.Module, batch: PackedBatch, *, autocast_bf16: bool = False,
+                  vision: Any | None = None) -> torch.Tensor:
+    """The forward of a packed batch: fp32 logits, one row per position (T, vocab)."""
+    param = next(model.parameters())
+    kw = model_inputs(batch, vision, param.device, param.dtype)
+    if getattr(getattr(model, "module", model).config, "_attn_implementation", None) == PACKED_SDPA and batch.segments:
+        kw["packed_segments"] = batch.segments  # known at packing: no host sync per layer
+    with torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+        logits = model(**kw).logits
+    return logits.float().reshape(-1, logits.shape[-1])
+
+
 def packed_token_logprobs(
     model: torch.nn.Module, batch: PackedBatch, *, with_entropy: bool = False, autocast_bf16: bool = False,
     vision: Any | None = None,
@@ -158,13 +170,7 @@ def packed_token_logprobs(
     The log-softmax is taken in fp32 whatever the compute dtype: bf16 log-probs lose ~2 digits,
     which would swamp the log-ratio in the mirror-descent loss.
     """
-    param = next(model.parameters())
-    kw = model_inputs(batch, vision, param.device, param.dtype)
-    if getattr(getattr(model, "module", model).config, "_attn_implementation", None) == PACKED_SDPA and batch.segments:
-        kw["packed_segments"] = batch.segments  # known at packing: no host sync per layer
-    with torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-        logits = model(**kw).logits
-    logits = logits.float().reshape(-1, logits.shape[-1])
+    logits = packed_logits(model, batch, autocast_bf16=autocast_bf16, vision=vision)
     targets = batch.targets
     valid = targets != IGNORE
     logp_all = torch.log_softmax(logits, dim=-1)

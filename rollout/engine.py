@@ -27,6 +27,7 @@ down but never wakes the thread blocked on the output queue (or on a utility cal
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -85,6 +86,18 @@ class EngineConfig(BaseModel):
         "(rollout.vllm_compat.mla_attention_backend)",
     )
     limit_images_per_prompt: int = Field(4, ge=0, description="VLM policies: most images one prompt may carry")
+
+
+# Room below 2**31 for seed + i*n + j (fewer than 2**24 samples in one call): vLLM takes a
+# request's seed as a signed int32.
+SEED_SPACE = 2**31 - 2**24
+
+
+def stable_seed(*parts: object) -> int:
+    """A base seed (SamplingConfig.seed, GenRequest.seed) hashed from `parts`, the same in every
+    process and Python version (str hashes are salted per process)."""
+    h = hashlib.blake2b("\x00".join(str(p) for p in parts).encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") % SEED_SPACE
 
 
 class SamplingConfig(BaseModel):

@@ -19,13 +19,14 @@ import rl.train
 from experiments.arith import generate
 from experiments.tiny_model import build_tiny_checkpoint
 from prompts.schema import write_jsonl
-from rl.checkpoint import (MARKER, ROLLOUT_SEED_SPACE, STATE_FILE, ResumePoint, RunExistsError, TrainerState,
+from rl.checkpoint import (MARKER, STATE_FILE, ResumePoint, RunExistsError, TrainerState,
                            begin_checkpoint, checkpoint_due, commit_checkpoint, latest_checkpoint, load_trainer_state,
                            prepare_run_dir, rng_state, rollout_seed, rows_through_iteration, save_trainer_state,
                            set_rng_state, truncate_jsonl)
 from rl.config import RLConfig
 from rl.configio import load_config
 from rl.metrics import RunLogger
+from rollout.engine import SEED_SPACE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -313,5 +314,5 @@ def test_rollout_seeds_are_the_same_in_every_process_and_differ_by_seed_iteratio
     assert here == int(there) == 1477512230
     seeds = {rollout_seed(s, it, call) for s in (0, 1) for it in range(50) for call in (0, 1)}
     assert len(seeds) == 200
-    assert all(0 <= x and x + 2**24 < 2**31 for x in seeds) and ROLLOUT_SEED_SPACE + 2**24 == 2**31
+    assert all(0 <= x and x + 2**24 < 2**31 for x in seeds) and SEED_SPACE + 2**24 == 2**31
 

@@ -1,4 +1,4 @@
-"""The vision-alignment decoder freeze (cot_sft/freeze.py, `train.freeze_decoder_steps`, issue 19):
+"""The vision-alignment decoder freeze (cot_sft/vision_groups.py, `train.freeze_decoder_steps`, issue 19):
 which parameters are the decoder, the LR multipliers worked by hand, frozen parameters that do
 not move while frozen and do move after (plain AdamW here; DeepSpeed ZeRO-1 in the integration
 tests, through the same groups, multipliers and hooks as cot_sft/train.py), and config errors
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cot_sft.data import load_sft_rows, tokenize_examples
-from cot_sft.freeze import DecoderFreeze
+from cot_sft.vision_groups import VisionDecoderGroups
 from cot_sft.train import main
 from experiments.arith_align import generate_align, write_images
 from rl.configio import ConfigError
@@ -63,7 +63,7 @@ def moved(before, params) -> list[bool]:
 
 def test_vision_side_is_tower_and_projector_the_rest_is_the_decoder(vlm_dir):
     model = load_policy(vlm_dir)
-    f = DecoderFreeze(model, 2)
+    f = VisionDecoderGroups(model, 2)
     names = [n for n, _ in model.named_parameters()]
     assert sorted(f.vision_names + f.decoder_names) == sorted(names)
     assert f.vision_names and all(n.startswith(("model.vision_tower.", "model.mm_projector.")) for n in f.vision_names)
@@ -73,11 +73,11 @@ def test_vision_side_is_tower_and_projector_the_rest_is_the_decoder(vlm_dir):
 
 def test_a_text_only_model_has_nothing_to_train_while_frozen():
     with pytest.raises(ValueError, match="no vision tower or projector"):
-        DecoderFreeze(torch.nn.Linear(2, 2), 1)
+        VisionDecoderGroups(torch.nn.Linear(2, 2), 1)
 
 
 def test_lr_multipliers():
-    f = DecoderFreeze.__new__(DecoderFreeze)  # the multipliers need only `steps` and the ratio
+    f = VisionDecoderGroups.__new__(VisionDecoderGroups)  # the multipliers need only `steps` and the ratio
     f.steps, f.vision_lr_ratio = 3, 1.0
     base = lambda s: 1.0 - 0.1 * s  # noqa: E731
     vision, decoder = f.lr_lambdas(base, warmup=2)
@@ -89,7 +89,7 @@ def test_lr_multipliers():
 
 
 def test_vision_lr_ratio_scales_only_the_vision_side_and_no_freeze_means_no_rewarm():
-    f = DecoderFreeze.__new__(DecoderFreeze)
+    f = VisionDecoderGroups.__new__(VisionDecoderGroups)
     f.steps, f.vision_lr_ratio = 0, 0.25
     base = lambda s: 1.0 - 0.1 * s  # noqa: E731
     vision, decoder = f.lr_lambdas(base, warmup=2)
@@ -105,7 +105,7 @@ def test_frozen_decoder_does_not_move_then_moves(vlm_dir, batches):
     vision, steps = batches
     torch.manual_seed(0)
     model = load_policy(vlm_dir)
-    f = DecoderFreeze(model, 2)
+    f = VisionDecoderGroups(model, 2)
     opt = torch.optim.AdamW([{"params": g} for g in f.groups], lr=1e-2, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, f.lr_lambdas(lambda s: 1.0, warmup=1))
     start_vis, start_dec = snapshot(f.groups[0]), snapshot(f.groups[1])
@@ -175,7 +175,7 @@ def test_deepspeed_frozen_decoder_does_not_move_then_moves(vlm_dir, batches):
     vision, steps = batches
     dist = init_distributed()
     model = load_policy(vlm_dir)
-    f = DecoderFreeze(model, 2)
+    f = VisionDecoderGroups(model, 2)
     engine, _ = build_deepspeed(model, DeepSpeedConfig(zero_stage=1, lr=1e-2, weight_decay=0.1),
                                 f.lr_lambdas(lambda s: 1.0, warmup=1), f.groups)
     start_vis, start_dec = snapshot(f.groups[0]), snapshot(f.groups[1])

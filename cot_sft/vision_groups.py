@@ -38,7 +38,7 @@ import torch
 from rl.vision import vision_side_names
 
 
-class DecoderFreeze:
+class VisionDecoderGroups:
     """Parameter groups, LR multipliers and gradient hooks of a freeze of `steps` steps."""
 
     def __init__(self, model: torch.nn.Module, steps: int, vision_lr_ratio: float = 1.0):
