@@ -34,17 +34,19 @@ demo: setup
 # The same two-stage demo on the long-CoT task (experiments/long_cot.py): responses of 100 to
 # 3,000 tokens; RL with the k1.5 length penalty (rl_long_lenpen.yaml). SFT <= 15 min, RL <= 30 min.
 demo-long: setup
-	PREP_CONFIG=experiments/configs/prep_long.yaml SFT_STAGE1_CONFIG=experiments/configs/sft_long_stage1.yaml \
+	PREP_CONFIG=experiments/configs/prep_long.yaml SFT_STAGES=experiments/configs/sft_long_stage1.yaml \
 	SFT_CONFIG=experiments/configs/sft_long.yaml \
 	RL_CONFIG=experiments/configs/rl_long_lenpen.yaml \
 	SFT_RUN=demo-long RL_RUN=demo-long-rl-lenpen PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 
-# The image demo with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder), in Kimi-VL's order: vision
-# alignment on image->text pairs (align_image_demo.yaml; its held-out transcription accuracy is
-# printed), long-CoT SFT on the image task from the aligned checkpoint, then RL.
+# The image demo with the tiny Kimi-K2.5 VLM (MoonViT + MoE decoder), in Kimi-VL's order: the
+# decoder's language warm start on the task's text form (sft_image_lang.yaml), vision alignment on
+# image->text pairs with the decoder frozen first (align_image_demo.yaml; its held-out transcription
+# accuracy is printed), long-CoT SFT on the image task from the aligned checkpoint, then RL.
 demo-image: setup
-	PREP_CONFIG=experiments/configs/prep_image_demo.yaml SFT_STAGE1_CONFIG=experiments/configs/align_image_demo.yaml \
-	STAGE1_READ_CHECK="runs/demo-image-align data/arith_align/eval.jsonl" \
+	PREP_CONFIG=experiments/configs/prep_image_demo.yaml \
+	SFT_STAGES="experiments/configs/sft_image_lang.yaml experiments/configs/align_image_demo.yaml" \
+	READ_CHECK="runs/demo-image-align data/arith_align/eval.jsonl" \
 	SFT_CONFIG=experiments/configs/sft_image_demo.yaml RL_CONFIG=experiments/configs/rl_image_demo.yaml \
 	SFT_RUN=demo-image RL_RUN=demo-image-rl PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash experiments/demo.sh
 

@@ -21,13 +21,17 @@ if [ -f "runs/$SFT_RUN/sft_eval.json" ] && [ -d "runs/$SFT_RUN/checkpoint" ]; th
   echo "runs/$SFT_RUN/checkpoint exists; skipping SFT (delete it to retrain)"
 else
   python -m experiments.prepare --config "$PREP_CONFIG"  # SFT starts from a checkpoint and data files
-  if [ -n "${SFT_STAGE1_CONFIG:-}" ]; then  # a first SFT stage whose checkpoint SFT_CONFIG starts from
-    python -m cot_sft.train --config "$SFT_STAGE1_CONFIG" --no-eval
-    if [ -n "${STAGE1_READ_CHECK:-}" ]; then  # "RUN_DIR EVAL_FILE": can the aligned VLM read? (T = 0)
-      read -r RUN_DIR READ_EVAL <<<"$STAGE1_READ_CHECK"
-      python -m experiments.read_accuracy --checkpoint "$RUN_DIR/checkpoint" --data "$READ_EVAL" \
-        --out "$RUN_DIR/read_accuracy.json" --summary
-    fi
+  # Earlier stages, in order, each starting from the one before's checkpoint (their configs say
+  # so): the long-CoT demo's short-trace stage; the image demo's language warm start and vision
+  # alignment.
+  for STAGE in ${SFT_STAGES:-}; do
+    echo "-- stage $STAGE"
+    python -m cot_sft.train --config "$STAGE" --no-eval
+  done
+  if [ -n "${READ_CHECK:-}" ]; then  # "RUN_DIR EVAL_FILE": can the aligned VLM read? (T = 0)
+    read -r RUN_DIR READ_EVAL <<<"$READ_CHECK"
+    python -m experiments.read_accuracy --checkpoint "$RUN_DIR/checkpoint" --data "$READ_EVAL" \
+      --out "$RUN_DIR/read_accuracy.json" --summary
   fi
   python -m cot_sft.train --config "$SFT_CONFIG" --set run_name="$SFT_RUN"
 fi

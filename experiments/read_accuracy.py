@@ -30,8 +30,10 @@ from rl.vision import load_vision
 
 def read_accuracy(checkpoint: str | Path, rows: list[PromptRow], temperature: float = 0.0,
                   max_new_tokens: int = 24, seed: int = 0) -> dict:
-    """{"n", "exact_match", "by_kind": {kind: accuracy}, "misses": first 10 (id, answer, said)}.
-    Exact match is of the decoded response, stripped of surrounding whitespace, to `row.answer`."""
+    """{"n", "exact_match", "by_kind": {kind: accuracy}, "by_style": {"task-drawn" | "varied":
+    {"n", "exact_match"}} (rows of arith_align, whose metadata says how they were drawn), "misses":
+    first 10 (id, answer, said)}. Exact match is of the decoded response, stripped of surrounding
+    whitespace, to `row.answer`."""
     model = load_policy(checkpoint).eval()
     tokenizer = load_tokenizer(checkpoint)
     vision = load_vision(checkpoint)
@@ -39,6 +41,7 @@ def read_accuracy(checkpoint: str | Path, rows: list[PromptRow], temperature: fl
         raise ValueError(f"{checkpoint}: a text-only policy cannot read images")
     torch.manual_seed(seed)
     hits: dict[str, list[bool]] = defaultdict(list)
+    by_style: dict[str, list[bool]] = defaultdict(list)
     misses = []
     for row in rows:
         images = [open_image(src) for src in row.images()]
@@ -54,12 +57,17 @@ def read_accuracy(checkpoint: str | Path, rows: list[PromptRow], temperature: fl
         said = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
         ok = said == row.answer
         hits[row.metadata.get("kind", "all")].append(ok)
+        style = row.metadata.get("style")
+        if isinstance(style, dict) and "task" in style:
+            by_style["task-drawn" if style["task"] else "varied"].append(ok)
         if not ok and len(misses) < 10:
             misses.append((row.id, row.answer, said))
     everything = [h for hs in hits.values() for h in hs]
     return {
         "n": len(everything), "exact_match": sum(everything) / max(1, len(everything)), "temperature": temperature,
-        "by_kind": {k: sum(v) / len(v) for k, v in sorted(hits.items())}, "misses": misses,
+        "by_kind": {k: sum(v) / len(v) for k, v in sorted(hits.items())},
+        "by_style": {k: {"n": len(v), "exact_match": sum(v) / len(v)} for k, v in sorted(by_style.items())},
+        "misses": misses,
     }
 
 
@@ -77,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     res = read_accuracy(args.checkpoint, rows[: args.n], args.temperature)
     if args.summary:
         kinds = ", ".join(f"{k} {v:.3f}" for k, v in res["by_kind"].items())
-        print(f"held-out exact match (T={args.temperature}, n={res['n']}): {res['exact_match']:.3f}; {kinds}")
+        styles = "".join(f"; {k} {v['exact_match']:.3f} (n={v['n']})" for k, v in res["by_style"].items())
+        print(f"held-out exact match (T={args.temperature}, n={res['n']}): {res['exact_match']:.3f}; {kinds}{styles}")
     else:
         print(json.dumps(res, indent=2))
     if args.out:

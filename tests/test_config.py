@@ -159,23 +159,40 @@ def test_shipped_demo_config_validates():
     assert cfg.train.row_tokens <= cfg.train.tokens_per_microbatch <= cfg.train.tokens_per_step
 
 
-@pytest.mark.parametrize(
-    "prep, sft",
-    [
-        ("prep_demo.yaml", ["sft_demo.yaml"]),
-        ("prep_image_demo.yaml", ["align_image_demo.yaml", "sft_image_demo.yaml"]),
-        ("prep_long.yaml", ["sft_long_stage1.yaml", "sft_long.yaml"]),
-    ],
-)
-def test_demo_prepares_what_its_sft_configs_start_from(prep, sft):
-    # `make demo*` runs experiments.prepare on `prep`, then SFT on `sft`: the first SFT stage must
-    # start from the tiny model prepare builds, and every stage's rows must be a task it writes.
+def make_target_stages(target: str) -> tuple[str, list[str]]:
+    """(PREP_CONFIG, [each SFT_STAGES config, then SFT_CONFIG]) of a `make` target, read from the
+    Makefile as experiments/demo.sh receives them (file names under experiments/configs/)."""
+    import re
+    import shlex
+
+    text = (REPO / "Makefile").read_text()
+    recipe = text.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+    env = dict(kv.split("=", 1) for kv in shlex.split(recipe.replace("\\\n", " ")) if re.match(r"^[A-Z_0-9]+=", kv))
+    prep = Path(env.get("PREP_CONFIG", "prep_demo.yaml")).name  # demo.sh's defaults
+    stages = env.get("SFT_STAGES", "").split() + [env.get("SFT_CONFIG", "sft_demo.yaml")]
+    return prep, [Path(x).name for x in stages]
+
+
+def test_make_targets_stages_are_read_from_the_makefile():
+    assert make_target_stages("demo") == ("prep_demo.yaml", ["sft_demo.yaml"])
+    assert make_target_stages("demo-image") == (
+        "prep_image_demo.yaml", ["sft_image_lang.yaml", "align_image_demo.yaml", "sft_image_demo.yaml"])
+
+
+@pytest.mark.parametrize("target", ["demo", "demo-long", "demo-image"])
+def test_demo_prepares_what_its_sft_configs_start_from(target):
+    # `make <target>` runs experiments.prepare on its PREP_CONFIG, then each SFT stage in order: the
+    # first must start from the tiny model prepare builds, each later one from the checkpoint of the
+    # one before, and every stage's rows must be a task prepare writes.
     from experiments.prepare import PrepConfig
 
+    prep, sft = make_target_stages(target)
     configs = REPO / "experiments/configs"
     p = load_config(PrepConfig, configs / prep)
     stages = [load_config(SFTConfig, configs / name) for name in sft]
     assert stages[0].init_checkpoint == p.tiny_model.out
+    for before, after in zip(stages, stages[1:]):
+        assert Path(after.init_checkpoint) == Path(before.output_dir) / before.run_name / "checkpoint", after.run_name
     task_dirs = {Path(t.out) for t in p.tasks}
     assert all(Path(s.data.train_file).parent in task_dirs for s in stages)
 

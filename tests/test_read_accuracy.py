@@ -33,6 +33,9 @@ def test_counts_per_kind_and_greedy_is_repeatable(setup):
     assert a == b and a["n"] == 6 and a["temperature"] == 0.0
     kinds = {r.metadata["kind"] for r in rows}
     assert set(a["by_kind"]) == kinds
+    drawn = {"task-drawn" if r.metadata["style"]["task"] else "varied" for r in rows}
+    assert set(a["by_style"]) == drawn and sum(v["n"] for v in a["by_style"].values()) == 6
+    assert sum(v["n"] * v["exact_match"] for v in a["by_style"].values()) == pytest.approx(a["exact_match"] * 6)
     n_hits = round(a["exact_match"] * 6)
     assert len(a["misses"]) == 6 - n_hits
     assert all(rid in {r.id for r in rows} and isinstance(said, str) for rid, _, said in a["misses"])
@@ -52,5 +55,6 @@ def test_cli_summary_line_and_json_file_agree(setup, tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
     assert set(res["by_kind"]) == {"transcribe"}
+    styles = "".join(f"; {k} {v['exact_match']:.3f} (n={v['n']})" for k, v in res["by_style"].items())
     assert line == (f"held-out exact match (T=0.0, n={res['n']}): {res['exact_match']:.3f}; "
-                    f"transcribe {res['by_kind']['transcribe']:.3f}")
+                    f"transcribe {res['by_kind']['transcribe']:.3f}{styles}")
