@@ -41,8 +41,8 @@ class SFTTrain(_Strict):
     )
     vision_lr_ratio: float = Field(
         1.0, gt=0, le=1, description="LR of the vision tower and projector as a fraction of optim.lr "
-        "(cot_sft/vision_groups.py; the image demo's alignment uses 0.25: at the decoder's LR the projector output "
-        "collapsed onto one vector). "
+        "(cot_sft/vision_groups.py; the image demo uses 0.5 in alignment and 0.25 in SFT: at the decoder's LR the "
+        "projector output collapsed onto one vector). "
         "Vision-language policies only"
     )
 

@@ -17,8 +17,8 @@ tower first, on image->text pairs such as experiments/arith_align.py) is this en
 with the vision side on its own LR (`train.vision_lr_ratio`) and optionally the decoder frozen for
 its first N steps (`train.freeze_decoder_steps`; cot_sft/vision_groups.py, align_image_demo.yaml).
 Differences from the papers: a fixed number of optimizer steps instead of epochs (the embedded
-task is generated, so "an epoch" has no special meaning). The demo writes the task data and builds the tiny starting model before this
-runs (experiments/prepare.py).
+task is generated, so "an epoch" has no special meaning). The demo writes the task data and
+builds the tiny starting model before this runs (experiments/prepare.py).
 
     python -m cot_sft.train --config experiments/configs/sft_demo.yaml [--set train.max_steps=50]
 """

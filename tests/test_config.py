@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -162,9 +164,6 @@ def test_shipped_demo_config_validates():
 def make_target_stages(target: str) -> tuple[str, list[str]]:
     """(PREP_CONFIG, [each SFT_STAGES config, then SFT_CONFIG]) of a `make` target, read from the
     Makefile as experiments/demo.sh receives them (file names under experiments/configs/)."""
-    import re
-    import shlex
-
     text = (REPO / "Makefile").read_text()
     recipe = text.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
     env = dict(kv.split("=", 1) for kv in shlex.split(recipe.replace("\\\n", " ")) if re.match(r"^[A-Z_0-9]+=", kv))
