@@ -86,6 +86,77 @@ def run_eval(cfg: SFTConfig, ckpt: Path) -> dict:
     return res.to_dict()
 
 
+def load_training_data(cfg: SFTConfig, config_path: str, with_eval: bool) -> tuple[Any, list, Any]:
+    """(tokenizer, tokenized samples, vision spec or None): every row validated and tokenized
+    before anything is written or trained, so a bad file fails here and not half-way."""
+    examples = load_sft_rows(cfg.data.train_file)[: cfg.data.max_examples]
+    if with_eval:
+        load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
+    tokenizer = load_tokenizer(cfg.init_checkpoint)
+    tr = cfg.train
+    vision_keys = [f"train.freeze_decoder_steps={tr.freeze_decoder_steps}"] if tr.freeze_decoder_steps else []
+    if tr.vision_lr_ratio != 1.0:
+        vision_keys.append(f"train.vision_lr_ratio={tr.vision_lr_ratio}")
+    policy_vision = load_vision(cfg.init_checkpoint)
+    if vision_keys and policy_vision is None:
+        raise ConfigError(f"{config_path}: {', '.join(vision_keys)}: only for a vision-language policy; "
+                          f"{cfg.init_checkpoint} is text-only")
+    vision = policy_vision if any(ex.row.has_images() for ex in examples) else None
+    samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
+    if not samples:
+        raise DataError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
+    print(f"SFT data: {len(samples)} examples, {dropped} dropped (> {cfg.data.max_seq_len} tokens)")
+    return tokenizer, samples, vision
+
+
+def train_loop(engine: Any, groups: VisionDecoderGroups | None, samples: list, vision: Any, cfg: SFTConfig,
+               dist: Any, log_path: Path) -> dict:
+    """The optimizer steps, one metrics line each to `log_path`; stops at `train.max_steps` or
+    after `train.time_budget_s`. Returns steps, tokens and wall time."""
+    tr = cfg.train
+    t_start = time.perf_counter()
+    tokens_seen = 0
+    stream = step_batches(samples, tr.tokens_per_step // dist.world_size, tr.seed + dist.rank)
+    progress = ProgressLine("SFT", tr.max_steps, every_s=30.0)  # plain lines: readable in `make demo > log`
+    with log_path.open("w") as log:
+        for step in range(tr.max_steps):
+            epoch, batch = next(stream)
+            if groups is not None:
+                groups.at_step(step)
+            micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens,
+                                   device=dist.device)
+            n_targets = sum(mb.num_targets for mb in micro)
+            # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
+            # gradients over ranks, so scale by world size to get the sum / global count.
+            total = torch.tensor(float(n_targets), device=dist.device)
+            if dist.world_size > 1:
+                torch.distributed.all_reduce(total)
+            loss_sum = 0.0
+            for mb in micro:
+                ce = packed_ce_sum(engine, mb, vision=vision)
+                engine.backward(ce * dist.world_size / total, scale_wrt_gas=False)
+                loss_sum += ce.item()
+            lrs = engine.get_lr()  # this step's (the scheduler moves on in step())
+            engine.step()
+            tokens_seen += sum(mb.num_tokens for mb in micro)
+            elapsed = time.perf_counter() - t_start
+            rec = {
+                "step": step, "epoch": epoch, "loss": loss_sum / max(1, n_targets),
+                "lr": engine.get_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
+            }
+            if groups is not None:
+                rec["lr_decoder"], rec["decoder_frozen"] = lrs[1], groups.frozen(step)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if dist.rank == 0:
+                progress.update(step, loss=rec["loss"], tok_per_s=round(rec["tokens_per_s"]))
+            if tr.time_budget_s and elapsed > tr.time_budget_s:
+                print(f"time budget reached after {step + 1} steps")
+                break
+    return {"train_wall_s": time.perf_counter() - t_start, "steps": step + 1, "tokens": tokens_seen}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -95,96 +166,32 @@ def main(argv: list[str] | None = None) -> dict:
                     help="no training: evaluate the run's saved checkpoint and write sft_eval.json")
     args = ap.parse_args(argv)
 
-    # -- config and data: everything is validated before anything is written or trained --------
     cfg = load_config(SFTConfig, args.config, args.set)
+    run_dir = Path(cfg.output_dir) / cfg.run_name
     if args.eval_only:
-        run_dir = Path(cfg.output_dir) / cfg.run_name
         if not (run_dir / "checkpoint").is_dir() or not cfg.eval.file:
             raise ConfigError(f"--eval-only needs {run_dir / 'checkpoint'} and eval.file in {args.config}")
         return {"eval": eval_and_write(cfg, run_dir / "checkpoint", run_dir, None)}
-    examples = load_sft_rows(cfg.data.train_file)[: cfg.data.max_examples]
-    if cfg.eval.file and not args.no_eval:
-        load_prompt_rows(cfg.eval.file)  # a bad eval file should fail now, not after training
-    tokenizer = load_tokenizer(cfg.init_checkpoint)
-    tr = cfg.train
-    vision_keys = [f"train.freeze_decoder_steps={tr.freeze_decoder_steps}"] if tr.freeze_decoder_steps else []
-    if tr.vision_lr_ratio != 1.0:
-        vision_keys.append(f"train.vision_lr_ratio={tr.vision_lr_ratio}")
-    policy_vision = load_vision(cfg.init_checkpoint)
-    if vision_keys and policy_vision is None:
-        raise ConfigError(f"{args.config}: {', '.join(vision_keys)}: only for a vision-language policy; "
-                          f"{cfg.init_checkpoint} is text-only")
-    vision = policy_vision if any(ex.row.has_images() for ex in examples) else None
-    samples, dropped = tokenize_examples(tokenizer, examples, cfg.data.max_seq_len, vision)
-    if not samples:
-        raise DataError(f"{cfg.data.train_file}: no example fits data.max_seq_len={cfg.data.max_seq_len}")
-    print(f"SFT data: {len(samples)} examples, {dropped} dropped (> {cfg.data.max_seq_len} tokens)")
+    with_eval = bool(cfg.eval.file) and not args.no_eval
+    tokenizer, samples, vision = load_training_data(cfg, args.config, with_eval)
 
     # -- outputs start here ------------------------------------------------------------------
-    run_dir = Path(cfg.output_dir) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "sft_config.yaml")
     init_ckpt = Path(cfg.init_checkpoint)
-
-    # -- model and DeepSpeed ---------------------------------------------------------------
     dist = init_distributed(nccl=cfg.optim.nccl)
     torch.manual_seed(cfg.train.seed)
     model = load_policy(init_ckpt)
     engine, bf16, groups = build_engine(model, cfg)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, bf16={bf16}, "
           f"ZeRO-{cfg.optim.zero_stage}, world={dist.world_size}")
+    result = train_loop(engine, groups, samples, vision, cfg, dist, run_dir / "sft_metrics.jsonl")
 
-    # -- training loop ---------------------------------------------------------------------
-    log_path = run_dir / "sft_metrics.jsonl"
-    log = log_path.open("w")
-    t_start = time.perf_counter()
-    tokens_seen = 0
-    stream = step_batches(samples, tr.tokens_per_step // dist.world_size, tr.seed + dist.rank)
-    progress = ProgressLine("SFT", tr.max_steps, every_s=30.0)  # plain lines: readable in `make demo > log`
-    for step in range(tr.max_steps):
-        epoch, batch = next(stream)
-        if groups is not None:
-            groups.at_step(step)
-        micro = pack_by_budget(batch, tr.tokens_per_microbatch, tr.row_tokens, tr.short_row_tokens, device=dist.device)
-        n_targets = sum(mb.num_targets for mb in micro)
-        # Global normaliser: assistant tokens of the whole step across ranks. DeepSpeed averages
-        # gradients over ranks, so scale by world size to get the sum / global count.
-        total = torch.tensor(float(n_targets), device=dist.device)
-        if dist.world_size > 1:
-            torch.distributed.all_reduce(total)
-        loss_sum = 0.0
-        for mb in micro:
-            ce = packed_ce_sum(engine, mb, vision=vision)
-            engine.backward(ce * dist.world_size / total, scale_wrt_gas=False)
-            loss_sum += ce.item()
-        lrs = engine.get_lr()  # this step's (the scheduler moves on in step())
-        engine.step()
-        step_tokens = sum(mb.num_tokens for mb in micro)
-        tokens_seen += step_tokens
-        elapsed = time.perf_counter() - t_start
-        rec = {
-            "step": step, "epoch": epoch, "loss": loss_sum / max(1, n_targets),
-            "lr": engine.get_lr()[0], "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-            "tokens_per_s": tokens_seen / elapsed, "wall_s": elapsed,
-        }
-        if groups is not None:
-            rec["lr_decoder"], rec["decoder_frozen"] = lrs[1], groups.frozen(step)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        if dist.rank == 0:
-            progress.update(step, loss=rec["loss"], tok_per_s=round(rec["tokens_per_s"]))
-        if tr.time_budget_s and elapsed > tr.time_budget_s:
-            print(f"time budget reached after {step + 1} steps")
-            break
-    log.close()
-    train_s = time.perf_counter() - t_start
-
-    # -- checkpoint and evaluation ---------------------------------------------------------
     ckpt = save_hf(engine.module, tokenizer, run_dir / "checkpoint", source=init_ckpt)
-    result = {"checkpoint": str(ckpt), "train_wall_s": train_s, "steps": step + 1, "tokens": tokens_seen}
-    if cfg.eval.file and not args.no_eval and dist.rank == 0:
-        result["eval"] = eval_and_write(cfg, ckpt, run_dir, train_s)
-    print(f"SFT done in {train_s:.0f}s; checkpoint at {ckpt}")
+    result = {"checkpoint": str(ckpt), **result}
+    if with_eval and dist.rank == 0:
+        result["eval"] = eval_and_write(cfg, ckpt, run_dir, result["train_wall_s"])
+    print(f"SFT done in {result['train_wall_s']:.0f}s; checkpoint at {ckpt}")
     return result
 
 
