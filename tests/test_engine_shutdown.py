@@ -7,7 +7,10 @@ stops its engines, learner ranks and verifier pool however a run ends.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -139,6 +142,7 @@ def test_closed_engine_leaves_no_engine_process(sft_checkpoint):
     engine = VLLMEngine(EngineConfig(model=str(sft_checkpoint), kv_cache_gib=0.25, max_model_len=1024, seed=0,
                                      cpu_threads=1))
     try:
+        # a 4-token first prefill: on an AMX CPU it needs the AMX plugin (rollout/vllm_compat.py)
         gens = engine.generate([engine.tokenizer.encode("1+1=")], SamplingConfig(n=1, temperature=0.0, max_tokens=4))
         assert len(gens) == 1 and gens[0].token_ids
         started = [p for p in me.children(recursive=True) if p.pid not in before]
@@ -159,3 +163,35 @@ def test_closed_engine_leaves_no_engine_process(sft_checkpoint):
     assert not left, f"engine processes left after close(): {left}"
     with pytest.raises(RuntimeError, match="closed"):
         engine.generate([[1, 2, 3]], SamplingConfig(n=1, max_tokens=1))
+
+
+# The engine of the test above, with every vLLM plugin but ours: what vLLM does without the
+# workaround `rollout.vllm_compat.request_amx_permission`. A subprocess, since VLLM_PLUGINS is read
+# by each process vLLM starts.
+NO_AMX_PLUGIN = """
+import sys
+from rollout.engine import EngineConfig, SamplingConfig, VLLMEngine
+
+if __name__ == "__main__":
+    with VLLMEngine(EngineConfig(model=sys.argv[1], kv_cache_gib=0.25, max_model_len=1024, seed=0, cpu_threads=1)) as e:
+        gens = e.generate([e.tokenizer.encode("1")], SamplingConfig(n=1, temperature=0.0, max_tokens=2))
+        print("generated", gens[0].token_ids)
+"""
+
+
+@pytest.mark.integration
+def test_without_the_amx_plugin_a_short_first_prefill_kills_the_worker(sft_checkpoint, tmp_path):
+    import torch
+
+    script = tmp_path / "no_amx_plugin.py"  # a file, not -c: vLLM's spawned processes re-import __main__
+    script.write_text(NO_AMX_PLUGIN)
+    env = {**os.environ, "VLLM_PLUGINS": "lora_filesystem_resolver"}  # any list without thinkrl_cpu_amx
+    out = subprocess.run([sys.executable, str(script), str(sft_checkpoint)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    if torch.cpu._is_amx_tile_supported():
+        # the bug: a 1-token prefill runs vLLM's AMX attention before anything asked Linux for AMX.
+        # Once this fails, vLLM fixed it and the plugin can go.
+        log = out.stdout + out.stderr  # vLLM logs to stdout
+        assert out.returncode != 0 and "died unexpectedly (exit code: -4)" in log, log[-3000:]
+    else:  # no AMX: vLLM picks another attention kernel, and the same engine generates
+        assert out.returncode == 0 and "generated" in out.stdout, out.stderr[-2000:]

@@ -51,3 +51,41 @@ def test_a_workaround_on_another_vllm_version_stops(monkeypatch):
     with pytest.raises(RuntimeError, match="native rotary embedding.*test_vllm_cpu_rope_kernel_mishandles_3d_query"):
         cpu_engine_kwargs(mla=True, dtype="bfloat16", reloads_weights=True)
     assert cpu_engine_kwargs(mla=False, dtype="bfloat16", reloads_weights=True) == {}  # nothing to work around
+
+
+# -- the AMX permission plugin ------------------------------------------------------------------------
+
+# Run in a fresh process: Linux grants the AMX state per process, and once granted it stays.
+AMX_PROBE = """
+import ctypes, platform, torch
+from rollout.vllm_compat import request_amx_permission
+
+def amx_granted():
+    if platform.machine() != "x86_64":
+        return False
+    perm = ctypes.c_ulong(0)  # arch_prctl(ARCH_GET_XCOMP_PERM): the granted xstate bits; 18 is XTILEDATA
+    assert ctypes.CDLL(None).syscall(158, 0x1022, ctypes.byref(perm)) == 0
+    return bool(perm.value >> 18 & 1)
+
+before = amx_granted()
+print(torch.cpu._is_amx_tile_supported(), before, request_amx_permission(), amx_granted())
+"""
+
+
+def test_the_amx_plugin_is_registered_with_vllm():
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
+    assert plugins.get(vllm_compat.AMX_PLUGIN) == "rollout.vllm_compat:request_amx_permission", (
+        "the vllm.general_plugins entry point is missing: reinstall the package (make setup)")
+
+
+def test_the_amx_plugin_grants_this_process_the_amx_state():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", AMX_PROBE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    supported, before, returned, after = (w == "True" for w in out.stdout.split())
+    assert not before  # nothing asked before the plugin: the state the vLLM worker starts in
+    assert returned == supported and after == supported
