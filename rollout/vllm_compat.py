@@ -133,7 +133,7 @@ def request_amx_permission() -> bool:
 
     if not current_platform.is_cpu():
         return False
-    import torch
+    import torch  # only inside a vLLM process, which has imported it already
 
     return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._init_amx())
 
