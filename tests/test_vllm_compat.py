@@ -3,6 +3,10 @@ guard that stops them on a vLLM they were not written for. No engine is started.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
 import pytest
 
 from rollout import vllm_compat
@@ -73,17 +77,12 @@ print(torch.cpu._is_amx_tile_supported(), before, request_amx_permission(), amx_
 
 
 def test_the_amx_plugin_is_registered_with_vllm():
-    from importlib.metadata import entry_points
-
     plugins = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
     assert plugins.get(vllm_compat.AMX_PLUGIN) == "rollout.vllm_compat:request_amx_permission", (
         "the vllm.general_plugins entry point is missing: reinstall the package (make setup)")
 
 
 def test_the_amx_plugin_grants_this_process_the_amx_state():
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", AMX_PROBE], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     supported, before, returned, after = (w == "True" for w in out.stdout.split())
