@@ -34,7 +34,7 @@ def read_accuracy(checkpoint: str | Path, rows: list[PromptRow], temperature: fl
     {"n", "exact_match"}} (rows of arith_align, whose metadata says how they were drawn), "misses":
     first 10 (id, answer, said)}. Exact match is of the decoded response, stripped of surrounding
     whitespace, to `row.answer`."""
-    model = load_policy(checkpoint).eval()
+    model = load_policy(checkpoint, for_generate=True).eval()
     tokenizer = load_tokenizer(checkpoint)
     vision = load_vision(checkpoint)
     if vision is None:

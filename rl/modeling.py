@@ -45,17 +45,30 @@ _VLLM_ARCHITECTURES = {"kimi_k25": "KimiK25ForConditionalGeneration"}
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 
 
-def load_policy(path: str | Path, dtype: torch.dtype = torch.float32):
+def load_policy(path: str | Path, dtype: torch.dtype = torch.float32, *, for_generate: bool = False):
     """Load an HF policy for training, its class from the checkpoint's config. Master weights stay
     fp32 (DeepSpeed's bf16 mode keeps an fp32 copy anyway); compute runs in bf16 through
-    DeepSpeed or autocast."""
+    DeepSpeed or autocast.
+
+    The causal decoder attends with `PACKED_SDPA` (rl.packed_attention: each packed sample at its
+    own cost); a vision-language policy's tower keeps SDPA, its attention being bidirectional.
+    `for_generate=True` loads SDPA throughout, for transformers' `generate` (PACKED_SDPA has no KV
+    cache)."""
     # transformers takes seconds to import
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(str(path))
-    if hasattr(config, "vision_config"):  # the vision tower's attention is bidirectional: SDPA with masks
-        return AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=register_packed_sdpa())
+    decoder = "sdpa" if for_generate else register_packed_sdpa()
+    if hasattr(config, "vision_config"):  # keys: the sub-configs, "" the top-level model
+        attn = {"text_config": decoder, "vision_config": "sdpa", "": "sdpa"}
+        return AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, attn_implementation=attn)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=decoder)
+
+
+def decoder_attention(model: torch.nn.Module) -> str | None:
+    """The attention implementation of a policy's causal decoder (its text config's, for a VLM)."""
+    config = getattr(model, "module", model).config  # `module`: a DeepSpeed engine's model
+    return getattr(config.get_text_config(), "_attn_implementation", None)
 
 
 def _fix_key(model_type: str, name: str) -> str:
@@ -152,7 +165,7 @@ def packed_logits(model: torch.nn.Module, batch: PackedBatch, *, autocast_bf16: 
     """The forward of a packed batch: fp32 logits, one row per position (T, vocab)."""
     param = next(model.parameters())
     kw = model_inputs(batch, vision, param.device, param.dtype)
-    if getattr(getattr(model, "module", model).config, "_attn_implementation", None) == PACKED_SDPA and batch.segments:
+    if decoder_attention(model) == PACKED_SDPA and batch.segments:
         kw["packed_segments"] = batch.segments  # known at packing: no host sync per layer
     with torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
         logits = model(**kw).logits

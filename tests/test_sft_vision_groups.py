@@ -17,7 +17,8 @@ from cot_sft.vision_groups import VisionDecoderGroups
 from cot_sft.train import main
 from experiments.arith_align import generate_align, write_images
 from rl.configio import ConfigError
-from rl.modeling import load_policy, load_tokenizer, packed_ce_sum
+from rl.modeling import decoder_attention, load_policy, load_tokenizer, packed_ce_sum, packed_token_logprobs
+from rl.packed_attention import PACKED_SDPA
 from rl.packing import pack_by_budget
 from rl.vision import load_vision
 
@@ -56,6 +57,23 @@ def snapshot(params) -> list[torch.Tensor]:
 
 def moved(before, params) -> list[bool]:
     return [not torch.equal(b, p.detach().float()) for b, p in zip(before, params)]
+
+
+def test_vlm_decoder_attends_per_sample_and_scores_as_sdpa_does(vlm_dir, batches):
+    """`load_policy` gives a VLM's causal decoder PACKED_SDPA (each packed sample at its own cost)
+    and leaves the tower's bidirectional attention on SDPA; packed image rows score as under SDPA
+    throughout (transformers' block-diagonal mask from the restarting positions)."""
+    vision, steps = batches
+    ours, theirs = load_policy(vlm_dir), load_policy(vlm_dir, for_generate=True)
+    assert decoder_attention(ours) == PACKED_SDPA and ours.config.vision_config._attn_implementation == "sdpa"
+    assert decoder_attention(theirs) == "sdpa"
+    batch = steps[0][0]  # the first micro-batch of the first step
+    assert any(len(segs) > 1 for segs in batch.segments)  # rows hold several samples
+    with torch.no_grad():
+        a, _ = packed_token_logprobs(ours, batch, vision=vision)
+        b, _ = packed_token_logprobs(theirs, batch, vision=vision)
+    assert (a != 0).sum() == batch.num_targets
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 # -- which parameters, which LR ----------------------------------------------------------------
