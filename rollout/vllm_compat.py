@@ -154,7 +154,10 @@ def _cpu_moe_isa(model: Any) -> str | None:
         raise RuntimeError(f"rollout/vllm_compat.py: vLLM's CPU MoE kernel class moved ({e}); "
                            f"repack_cpu_moe must follow it ({MOE_TEST})") from e
     for o in gc.get_objects():
-        if isinstance(o, CPUUnquantizedExperts) and not getattr(o, "_use_zentorch", False):
+        # type(), not isinstance(): isinstance reads `__class__`, which raises ReferenceError on a
+        # weakref proxy whose object is gone (one in the process is enough: e.g. an engine's
+        # EngineCore run in the Ray actor's own process)
+        if issubclass(type(o), CPUUnquantizedExperts) and not getattr(o, "_use_zentorch", False):
             return o.isa
     return None
 

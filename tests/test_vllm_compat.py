@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import weakref
 from importlib.metadata import entry_points
 
 import pytest
@@ -88,3 +89,20 @@ def test_the_amx_plugin_grants_this_process_the_amx_state():
     supported, before, returned, after = (w == "True" for w in out.stdout.split())
     assert not before  # nothing asked before the plugin: the state the vLLM worker starts in
     assert returned == supported and after == supported
+
+
+class _Gone:
+    pass
+
+
+def test_finding_the_cpu_moe_kernel_skips_dead_weakref_proxies():
+    """`repack_cpu_moe` finds vLLM's CPU MoE kernel object among all live objects. A weakref proxy
+    whose object is gone must not stop the search: isinstance() on it raises ReferenceError
+    (it failed a weight sync once an EngineCore ran in the Ray actor's own process)."""
+    obj = _Gone()
+    dead = [weakref.proxy(obj)]  # kept alive (and tracked by gc) in a list
+    del obj
+    with pytest.raises(ReferenceError):
+        isinstance(dead[0], int)
+    isa = vllm_compat._cpu_moe_isa(None)  # no MoE engine in this process, or one left by another test
+    assert isa is None or isinstance(isa, str)
