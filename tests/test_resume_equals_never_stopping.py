@@ -57,7 +57,7 @@ from ray_local import RayNode, port_open, wait_for
 from experiments.determinism import (RunLogs, compare_runs, killed_and_resumed, policy_dir, run, tiny_config,
                                      weights_max_abs_diff)
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), pytest.mark.engine_core_in_process]
 
 ITERATIONS, KILL_AFTER = 4, 2  # checkpoints at 1 and 3: B is killed in iteration 3 and resumes from 1
 CHECKPOINT = KILL_AFTER - 1

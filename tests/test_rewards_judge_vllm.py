@@ -35,7 +35,7 @@ from rl.rewards import (
     verify_batch,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engine_core_in_process]
 
 STRUCTURED = JudgeConfig(structured=True, temperature=1.0, max_tokens=512, reasoning_max_chars=100, response_max_chars=300)
 FREE = STRUCTURED.model_copy(update={"structured": False, "max_tokens": 64})

@@ -52,7 +52,7 @@ from rl.dist import DeepSpeedConfig
 from rl.learner import Episode, Learner, shard_groups, split_minibatches
 from rl.ray_loopback import allow_other_nodes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engine_core_in_process]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from ray_local import RAY, RayNode, ensure_auth_token, free_port, http_up, port_open, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engine_core_in_process]
 
 REPO = Path(__file__).resolve().parent.parent
 EXCLUDES = [".venv", "runs", "data", "checkpoints", ".git", "*.egg-info", "__pycache__"]
