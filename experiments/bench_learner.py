@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = cfg.model_copy(update={"policy": str(built)})
         if args.synthetic:
             groups, k = (int(x) for x in args.synthetic.lower().split("x"))
-            vocab = json.loads((Path(cfg.policy) / "config.json").read_text())["vocab_size"]
+            hf = json.loads((Path(cfg.policy) / "config.json").read_text())
+            # text ids only: a VLM's image placeholder ids sit above its byte/text ids
+            vocab = min(hf.get("text_config", hf)["vocab_size"], hf.get("image_token_id", 1 << 62))
             call = synthetic_call(cfg, groups, k, vocab, cfg.seed)
         else:
             call = LearnerCall.load(args.batches)
