@@ -16,7 +16,8 @@ sample (one host sync per layer). Its mask function (`no_mask`) builds nothing a
 padding mask, which transformers would otherwise drop without a word.
 
 Only causal decoders use it (`rl.modeling.load_policy` picks it for a text policy, and for a
-vision-language policy's decoder): a vision tower's bidirectional attention must not be made causal. Sliding-window layers are refused.
+vision-language policy's decoder): a vision tower's bidirectional attention must not be made
+causal. Sliding-window layers are refused.
 On GPUs with flash-attn installed, transformers' `flash_attention_2` does the same from
 `position_ids` in one varlen kernel and would be the better choice.
 """

